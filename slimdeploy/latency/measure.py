@@ -1,0 +1,618 @@
+"""Measure ONNX Runtime latency on this machine, with the spread that goes with every figure.
+
+This module must not import torch: it also runs inside the remote agent, which has only
+onnxruntime and numpy.
+
+Shared machines drift (here the same model has measured 1.5-3x slower for minutes at a time),
+so every figure is taken the same way:
+
+* the ORT session gets a fixed, recorded thread count (`intra_op_num_threads`, one inter-op
+  thread, sequential execution) and a fixed random input;
+* warm-up first, then *rounds* of runs; a round whose own spread is too large is thrown away
+  and measured again;
+* the estimate is the median of the most recent rounds, and measuring stops once that median
+  has stopped moving and its spread is under a target (or a cap on runs/time is hit, in which
+  case the result says ``stable=False``);
+* two or more models are compared *interleaved* (`compare`): rounds alternate between models
+  in rotating order, each round yields a ratio of medians, and the quoted ratio is the median
+  of those per-round ratios, so a drift hits both sides of the ratio alike.
+
+Spread is reported as ``cv = IQR / median`` (a robust coefficient of variation; for normally
+distributed times it is about 1.35 x std/mean). Latency outliers are one-sided, which makes
+std/mean unstable, hence the quartile-based form.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import gc
+import json
+import os
+import platform
+import time
+from dataclasses import dataclass, field
+from typing import Any, Sequence, Union
+
+import numpy as np
+
+from slimdeploy.errors import SlimdeployError
+
+ModelSource = Union[str, "os.PathLike[str]", bytes]
+
+PROVIDER = "CPUExecutionProvider"
+OPTIMIZATION_LEVELS = ("disable", "basic", "extended", "layout", "all")
+_ORT_LEVEL_NAMES = {
+    "disable": "ORT_DISABLE_ALL",
+    "basic": "ORT_ENABLE_BASIC",
+    "extended": "ORT_ENABLE_EXTENDED",
+    "layout": "ORT_ENABLE_LAYOUT",
+    "all": "ORT_ENABLE_ALL",
+}
+_NUMPY_TYPES = {
+    "tensor(float)": np.float32,
+    "tensor(float16)": np.float16,
+    "tensor(double)": np.float64,
+}
+
+
+# ----------------------------------------------------------------------------- results
+
+
+@dataclass
+class Measurement:
+    """One model's latency on one machine, with its spread and the conditions it was taken in.
+
+    ``cv`` is IQR / median (robust); ``runs`` counts the timed runs behind ``median_ms``;
+    ``rounds`` the rounds they came in; ``rejected_rounds`` counts rounds re-measured because
+    their own spread was too large (when too few quiet rounds remain, the figure falls back to
+    all rounds). ``stable`` is False when the median never settled within the caps (quote such
+    a figure with care, or measure again). ``background_cores`` is how many cores other
+    processes kept busy, on average, while this was measured (Linux; None elsewhere): a figure
+    taken next to a busy neighbour is slow however stable it looks.
+    """
+
+    median_ms: float
+    iqr_ms: float
+    cv: float
+    runs: int
+    rounds: int
+    threads: int
+    batch: int
+    input_shape: tuple[int, ...]
+    device: dict[str, Any]
+    stable: bool
+    mean_ms: float = float("nan")
+    min_ms: float = float("nan")
+    rejected_rounds: int = 0
+    warmup_runs: int = 0
+    seconds: float = 0.0
+    background_cores: float | None = None
+    round_medians_ms: list[float] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["input_shape"] = list(self.input_shape)
+        return out
+
+    def to_json(self, indent: int | None = None) -> str:
+        return json.dumps(self.to_dict(), indent=indent)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Measurement":
+        names = {f.name for f in dataclasses.fields(cls)}
+        kwargs = {k: v for k, v in data.items() if k in names}
+        kwargs["input_shape"] = tuple(kwargs.get("input_shape", ()))
+        return cls(**kwargs)
+
+    @classmethod
+    def from_json(cls, text: str) -> "Measurement":
+        return cls.from_dict(json.loads(text))
+
+    def __str__(self) -> str:
+        flag = "" if self.stable else ", UNSTABLE"
+        return (f"{self.median_ms:.3f} ms (IQR {self.iqr_ms:.3f} ms, cv {self.cv:.1%}, "
+                f"{self.runs} runs, {self.threads} threads{flag})")
+
+
+@dataclass
+class Comparison:
+    """Interleaved measurement of several models; ratios are relative to the first model.
+
+    ``ratios[i]`` is the median over rounds of (median latency of model i in the round /
+    median latency of model 0 in the same round); ``ratios[0] == 1``. ``ratio_iqr[i]`` is the
+    IQR of those per-round ratios. A ratio below 1 means model i is faster than model 0.
+    """
+
+    measurements: list[Measurement]
+    ratios: list[float]
+    ratio_iqr: list[float]
+    rounds: int
+    stable: bool
+    rejected_rounds: int = 0
+    seconds: float = 0.0
+    background_cores: float | None = None
+    round_ratios: list[list[float]] = field(default_factory=list)
+
+    @property
+    def speedups(self) -> list[float]:
+        """How many times faster each model is than the first (1 / ratio)."""
+        return [1.0 / r if r > 0 else float("inf") for r in self.ratios]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "measurements": [m.to_dict() for m in self.measurements],
+            "ratios": list(self.ratios),
+            "ratio_iqr": list(self.ratio_iqr),
+            "rounds": self.rounds,
+            "stable": self.stable,
+            "rejected_rounds": self.rejected_rounds,
+            "seconds": self.seconds,
+            "background_cores": self.background_cores,
+            "round_ratios": [list(r) for r in self.round_ratios],
+        }
+
+    def to_json(self, indent: int | None = None) -> str:
+        return json.dumps(self.to_dict(), indent=indent)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Comparison":
+        return cls(
+            measurements=[Measurement.from_dict(m) for m in data["measurements"]],
+            ratios=list(data["ratios"]),
+            ratio_iqr=list(data["ratio_iqr"]),
+            rounds=data["rounds"],
+            stable=data["stable"],
+            rejected_rounds=data.get("rejected_rounds", 0),
+            seconds=data.get("seconds", 0.0),
+            background_cores=data.get("background_cores"),
+            round_ratios=[list(r) for r in data.get("round_ratios", [])],
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> "Comparison":
+        return cls.from_dict(json.loads(text))
+
+
+# ----------------------------------------------------------------------------- environment
+
+
+def available_cores() -> int:
+    """Logical cores this process may run on (the affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+@functools.lru_cache(maxsize=1)
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.lower().startswith(("model name", "hardware", "processor\t: arm")):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def device_info(optimization: str = "all", provider: str = PROVIDER) -> dict[str, Any]:
+    """What a figure was measured on: CPU, cores, runtime version, provider, optimization, OS."""
+    import onnxruntime as ort
+
+    return {
+        "cpu": _cpu_model(),
+        "logical_cores": os.cpu_count() or 1,
+        "available_cores": available_cores(),
+        "onnxruntime": ort.__version__,
+        "provider": provider,
+        "graph_optimization": optimization,
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+    }
+
+
+def _machine_busy_seconds() -> float | None:
+    """CPU-seconds all processes have used since boot (Linux /proc/stat; steal counts as busy)."""
+    try:
+        with open("/proc/stat") as stat:
+            values = [int(v) for v in stat.readline().split()[1:9]]
+        return (sum(values) - values[3] - values[4]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+class _BackgroundLoad:
+    """Cores kept busy by *other* processes between construction and `cores()`."""
+
+    def __init__(self) -> None:
+        self._wall = time.perf_counter()
+        self._busy = _machine_busy_seconds()
+        own = os.times()
+        self._own = own.user + own.system
+
+    def cores(self) -> float | None:
+        busy = _machine_busy_seconds()
+        wall = time.perf_counter() - self._wall
+        if busy is None or self._busy is None or wall <= 0:
+            return None
+        own = os.times()
+        others = (busy - self._busy) - (own.user + own.system - self._own)
+        return round(max(0.0, others / wall), 2)
+
+
+def _robust_stats(samples: Sequence[float]) -> tuple[float, float, float]:
+    """(median, IQR, IQR/median) of `samples`."""
+    a = np.asarray(samples, dtype=np.float64)
+    q1, med, q3 = (float(q) for q in np.percentile(a, [25, 50, 75]))
+    iqr = q3 - q1
+    return med, iqr, (iqr / med if med > 0 else float("inf"))
+
+
+# ----------------------------------------------------------------------------- timer
+
+
+class OrtTimer:
+    """An ORT CPU session with a fixed thread count and a fixed random input, ready to time.
+
+    `model` is a path to an .onnx file, its bytes, or an object with ``SerializeToString``
+    (an ``onnx.ModelProto``). `input_shape` fills in dynamic dimensions (a dynamic batch
+    alone defaults to 1); it must agree with the model's static dimensions. `threads` is
+    ``intra_op_num_threads`` (default: all cores available to this process); the inter-op
+    pool has one thread and execution is sequential. `optimization` is one of
+    ``OPTIMIZATION_LEVELS`` (ORT's default, "all", unless told otherwise).
+    `session_config` adds ORT session config entries, e.g.
+    ``{"session.intra_op.allow_spinning": "0"}``.
+    """
+
+    def __init__(
+        self,
+        model: ModelSource | Any,
+        input_shape: Sequence[int] | None = None,
+        threads: int | None = None,
+        optimization: str = "all",
+        seed: int = 0,
+        session_config: dict[str, str] | None = None,
+    ) -> None:
+        import onnxruntime as ort
+
+        self.threads = _check_threads(threads)
+        self.optimization = _check_optimization(optimization)
+        self.session_config = dict(session_config or {})
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = self.threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = getattr(
+            ort.GraphOptimizationLevel, _ORT_LEVEL_NAMES[self.optimization])
+        options.log_severity_level = 3
+        for key, value in self.session_config.items():
+            options.add_session_config_entry(str(key), str(value))
+
+        source, self.name = _model_source(model)
+        try:
+            self.session = ort.InferenceSession(source, options, providers=[PROVIDER])
+        except Exception as exc:  # ORT raises its own pybind exception types
+            raise SlimdeployError(
+                f"onnxruntime could not load {self.name}: {str(exc).strip().splitlines()[0]}"
+            ) from exc
+
+        inputs = self.session.get_inputs()
+        if len(inputs) != 1:
+            names = ", ".join(i.name for i in inputs)
+            raise SlimdeployError(
+                f"{self.name} has {len(inputs)} inputs ({names}); latency measurement supports "
+                "models with exactly one image input")
+        spec = inputs[0]
+        dtype = _NUMPY_TYPES.get(spec.type)
+        if dtype is None:
+            raise SlimdeployError(
+                f"{self.name}: input {spec.name!r} has type {spec.type}; expected a float tensor")
+        self.input_name: str = spec.name
+        self.input_shape: tuple[int, ...] = _resolve_shape(spec.shape, input_shape, self.name)
+        self.batch: int = self.input_shape[0] if self.input_shape else 1
+        rng = np.random.default_rng(seed)
+        self.feed = {self.input_name: rng.standard_normal(self.input_shape).astype(dtype)}
+        self.output_names = [o.name for o in self.session.get_outputs()]
+
+    def time_once(self) -> float:
+        """Run the model once on the fixed input; wall time in milliseconds."""
+        start = time.perf_counter_ns()
+        self.session.run(self.output_names, self.feed)
+        return (time.perf_counter_ns() - start) / 1e6
+
+    def time_runs(self, n: int) -> list[float]:
+        """`n` back-to-back runs (garbage collection paused), in milliseconds."""
+        was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            return [self.time_once() for _ in range(n)]
+        finally:
+            if was_enabled:
+                gc.enable()
+
+    def warm_up(self, runs: int = 5, seconds: float = 0.3) -> list[float]:
+        """Run until both `runs` runs and `seconds` have passed; returns their times (ms)."""
+        times: list[float] = []
+        start = time.perf_counter()
+        while len(times) < max(1, runs) or time.perf_counter() - start < seconds:
+            times.append(self.time_once())
+        return times
+
+    def device(self) -> dict[str, Any]:
+        info = device_info(self.optimization)
+        if self.session_config:
+            info["session_config"] = dict(self.session_config)
+        return info
+
+
+def _check_threads(threads: int | None) -> int:
+    if threads is None:
+        return available_cores()
+    if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1:
+        raise SlimdeployError(f"threads must be a positive integer, got {threads!r}")
+    return int(threads)
+
+
+def _check_optimization(level: str) -> str:
+    key = str(level).lower().removeprefix("ort_")
+    key = {"disable_all": "disable", "enable_basic": "basic", "enable_extended": "extended",
+           "enable_layout": "layout", "enable_all": "all"}.get(key, key)
+    if key not in OPTIMIZATION_LEVELS:
+        raise SlimdeployError(
+            f"unknown graph optimization level {level!r}; use one of {', '.join(OPTIMIZATION_LEVELS)}")
+    return key
+
+
+def _model_source(model: Any) -> tuple[str | bytes, str]:
+    if hasattr(model, "SerializeToString"):
+        return model.SerializeToString(), "<onnx model>"
+    if isinstance(model, (bytes, bytearray, memoryview)):
+        return bytes(model), "<onnx bytes>"
+    if isinstance(model, (str, os.PathLike)):
+        path = os.fspath(model)
+        if not os.path.isfile(path):
+            raise SlimdeployError(f"ONNX file not found: {path}")
+        return path, path
+    raise SlimdeployError(
+        f"expected an ONNX file path, its bytes or an onnx.ModelProto, got {type(model).__name__}")
+
+
+def _resolve_shape(model_shape: Sequence[Any], wanted: Sequence[int] | None, name: str) -> tuple[int, ...]:
+    """The concrete input shape: the model's static dims, `wanted` for dynamic ones."""
+    static = [d if isinstance(d, int) and d > 0 else None for d in model_shape]
+    if wanted is None:
+        if static and static[0] is None:
+            static[0] = 1  # a dynamic batch alone: measure batch 1
+        if any(d is None for d in static):
+            shown = ["?" if d is None else d for d in static]
+            raise SlimdeployError(
+                f"{name} has dynamic input dimensions {shown}; pass input_shape, e.g. (1, 3, 224, 224)")
+        return tuple(int(d) for d in static)
+    try:
+        wanted_t = tuple(int(d) for d in wanted)
+    except (TypeError, ValueError):
+        raise SlimdeployError(f"input_shape must be a sequence of integers, got {wanted!r}") from None
+    if len(wanted_t) != len(static) or any(d < 1 for d in wanted_t):
+        raise SlimdeployError(
+            f"input_shape {wanted_t} does not fit {name}, whose input has {len(static)} dimensions")
+    for i, (model_dim, dim) in enumerate(zip(static, wanted_t)):
+        if model_dim is not None and model_dim != dim:
+            raise SlimdeployError(
+                f"input_shape {wanted_t} disagrees with {name}: dimension {i} is fixed at {model_dim}")
+    return wanted_t
+
+
+def _timer(model: Any, input_shape, threads, optimization, seed, session_config) -> OrtTimer:
+    if isinstance(model, OrtTimer):
+        return model
+    return OrtTimer(model, input_shape=input_shape, threads=threads, optimization=optimization,
+                    seed=seed, session_config=session_config)
+
+
+def _runs_per_round(warmup_times: Sequence[float], round_s: float, min_round_runs: int) -> int:
+    tail = warmup_times[len(warmup_times) // 2:] or warmup_times
+    estimate_ms = max(float(np.median(tail)), 1e-3)
+    return int(min(max(min_round_runs, round(round_s * 1000.0 / estimate_ms)), 2000))
+
+
+def _moved(history: Sequence[float], settle: int) -> float:
+    """Largest relative change of the last value against the `settle` values before it."""
+    last = history[-1]
+    return max(abs(last - h) / last for h in history[-1 - settle:-1])
+
+
+# ----------------------------------------------------------------------------- measure
+
+
+def measure(
+    model: ModelSource | OrtTimer | Any,
+    input_shape: Sequence[int] | None = None,
+    threads: int | None = None,
+    *,
+    warmup: int = 5,
+    warmup_s: float = 0.3,
+    round_s: float = 0.1,
+    min_round_runs: int = 5,
+    min_runs: int = 30,
+    max_runs: int = 100_000,
+    max_seconds: float = 10.0,
+    window: int = 5,
+    settle: int = 2,
+    rtol: float = 0.01,
+    target_cv: float = 0.1,
+    max_round_cv: float = 0.3,
+    optimization: str = "all",
+    seed: int = 0,
+    session_config: dict[str, str] | None = None,
+) -> Measurement:
+    """Median latency of one model, repeated until it is stable.
+
+    Warm-up runs until both `warmup` runs and `warmup_s` seconds are done; a round is then
+    about `round_s` seconds of runs (at least `min_round_runs`). A round whose own cv exceeds
+    `max_round_cv` is discarded and measured again. The estimate is taken over the samples of
+    the last `window` accepted rounds (more if needed to hold `min_runs`), so that a slow
+    spell that has passed drops out. It is
+    stable once it holds at least `min_runs` runs, moved less than `rtol` (relative) over the
+    last `settle` rounds, and its cv (IQR/median) is at most `target_cv`. Measuring stops at
+    stability, after `max_runs` timed runs, or after `max_seconds`; then ``stable=False``.
+    """
+    timer = _timer(model, input_shape, threads, optimization, seed, session_config)
+    start = time.perf_counter()
+    load = _BackgroundLoad()
+    warm = timer.warm_up(warmup, warmup_s)
+    per_round = _runs_per_round(warm, round_s, min_round_runs)
+    window = max(window, -(-min_runs // per_round))  # the window must be able to hold min_runs
+
+    accepted: list[list[float]] = []
+    rejected: list[list[float]] = []
+    history: list[float] = []
+    total = 0
+    stable = False
+    while True:
+        samples = timer.time_runs(per_round)
+        total += len(samples)
+        if _robust_stats(samples)[2] > max_round_cv:
+            rejected.append(samples)
+        else:
+            accepted.append(samples)
+            recent = [t for r in accepted[-window:] for t in r]
+            if len(recent) >= min_runs:
+                med, _, cv = _robust_stats(recent)
+                history.append(med)
+                if len(history) > settle and _moved(history, settle) < rtol and cv <= target_cv:
+                    stable = True
+                    break
+        if total >= max_runs or time.perf_counter() - start >= max_seconds:
+            break
+
+    rounds = accepted[-window:]
+    if sum(len(r) for r in rounds) < min_runs:
+        # Never enough quiet rounds: report everything measured, flagged as unstable.
+        rounds = accepted + rejected
+    samples = [t for r in rounds for t in r]
+    med, iqr, cv = _robust_stats(samples)
+    return Measurement(
+        median_ms=med, iqr_ms=iqr, cv=cv, runs=len(samples), rounds=len(rounds),
+        threads=timer.threads, batch=timer.batch, input_shape=timer.input_shape,
+        device=timer.device(), stable=stable,
+        mean_ms=float(np.mean(samples)), min_ms=float(np.min(samples)),
+        rejected_rounds=len(rejected), warmup_runs=len(warm),
+        seconds=time.perf_counter() - start, background_cores=load.cores(),
+        round_medians_ms=[float(np.median(r)) for r in accepted],
+    )
+
+
+# ----------------------------------------------------------------------------- compare
+
+
+def compare(
+    models: Sequence[ModelSource | OrtTimer | Any],
+    input_shape: Sequence[int] | None = None,
+    threads: int | None = None,
+    *,
+    rounds: int = 10,
+    max_rounds: int = 60,
+    max_seconds: float = 30.0,
+    warmup: int = 5,
+    warmup_s: float = 0.2,
+    round_s: float = 0.05,
+    min_round_runs: int = 5,
+    settle: int = 2,
+    rtol: float = 0.01,
+    target_cv: float = 0.1,
+    max_round_cv: float = 0.3,
+    optimization: str = "all",
+    seed: int = 0,
+    session_config: dict[str, str] | None = None,
+) -> Comparison:
+    """Interleaved latency of 2+ models in one run; ratios are against ``models[0]``.
+
+    Each round times every model for about `round_s` seconds (at least `min_round_runs`
+    runs), in an order that rotates each round (A,B / B,A / ...), so that drift of the
+    machine affects all models alike. Per round, each model's median is divided by the first
+    model's; the quoted ratio is the median of these per-round ratios. A round in which some
+    model's own cv exceeds `max_round_cv` is measured again. Rounds continue until at least
+    `rounds` are accepted, every ratio moved less than `rtol` over the last `settle` rounds and
+    the per-round ratios' spread (IQR/median) is at most `target_cv`; or until `max_rounds`
+    accepted rounds or `max_seconds` (then ``stable=False``). The inputs share `input_shape`
+    and `threads`. Each model's `Measurement` pools all its accepted runs.
+    """
+    if len(models) < 2:
+        raise SlimdeployError(f"compare needs at least two models, got {len(models)}")
+    timers = [_timer(m, input_shape, threads, optimization, seed, session_config) for m in models]
+    shapes = {t.input_shape for t in timers}
+    if len(shapes) > 1:
+        raise SlimdeployError(
+            f"compared models must take the same input shape, got {sorted(shapes)}; pass input_shape")
+    start = time.perf_counter()
+    load = _BackgroundLoad()
+    warm = [t.warm_up(warmup, warmup_s) for t in timers]
+    per_round = [_runs_per_round(w, round_s, min_round_runs) for w in warm]
+
+    n = len(timers)
+    accepted: list[list[list[float]]] = []  # round -> model -> samples
+    accepted_ratios: list[list[float]] = []  # round -> model -> ratio of medians
+    noisy: list[list[list[float]]] = []
+    noisy_ratios: list[list[float]] = []
+    history: list[list[float]] = []
+    stable = False
+    k = 0
+    while True:
+        order = [(k + j) % n for j in range(n)]
+        k += 1
+        samples: list[list[float]] = [[] for _ in range(n)]
+        for i in order:
+            samples[i] = timers[i].time_runs(per_round[i])
+        stats = [_robust_stats(s) for s in samples]
+        ratios_now = [med / stats[0][0] for med, _, _ in stats]
+        if any(cv > max_round_cv for _, _, cv in stats):
+            noisy.append(samples)
+            noisy_ratios.append(ratios_now)
+        else:
+            accepted.append(samples)
+            accepted_ratios.append(ratios_now)
+            history.append([float(r) for r in np.median(np.asarray(accepted_ratios), axis=0)])
+            if len(accepted) >= max(rounds, settle + 1):
+                moved = max(_moved([h[i] for h in history], settle) for i in range(1, n))
+                spread = max(_robust_stats([r[i] for r in accepted_ratios])[2] for i in range(1, n))
+                if moved < rtol and spread <= target_cv:
+                    stable = True
+                    break
+        if len(accepted) >= max_rounds or time.perf_counter() - start >= max_seconds:
+            break
+
+    rejected = len(noisy)
+    if len(accepted) < rounds:
+        # Too few quiet rounds: quote every round measured, flagged as unstable.
+        accepted, accepted_ratios = accepted + noisy, accepted_ratios + noisy_ratios
+    round_ratios = accepted_ratios
+
+    seconds = time.perf_counter() - start
+    background = load.cores()
+    measurements = []
+    for i, timer in enumerate(timers):
+        pooled = [t for r in accepted for t in r[i]]
+        med, iqr, cv = _robust_stats(pooled)
+        measurements.append(Measurement(
+            median_ms=med, iqr_ms=iqr, cv=cv, runs=len(pooled), rounds=len(accepted),
+            threads=timer.threads, batch=timer.batch, input_shape=timer.input_shape,
+            device=timer.device(), stable=stable and cv <= target_cv,
+            mean_ms=float(np.mean(pooled)), min_ms=float(np.min(pooled)),
+            rejected_rounds=rejected, warmup_runs=len(warm[i]), seconds=seconds,
+            background_cores=background,
+            round_medians_ms=[float(np.median(r[i])) for r in accepted],
+        ))
+    per_model = np.asarray(round_ratios)
+    ratio_iqr = [float(np.subtract(*np.percentile(per_model[:, i], [75, 25]))) for i in range(n)]
+    return Comparison(
+        measurements=measurements,
+        ratios=[float(r) for r in np.median(per_model, axis=0)],
+        ratio_iqr=ratio_iqr,
+        rounds=len(accepted),
+        stable=stable,
+        rejected_rounds=rejected,
+        seconds=seconds,
+        background_cores=background,
+        round_ratios=[[float(x) for x in r] for r in round_ratios],
+    )

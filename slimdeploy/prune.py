@@ -1,0 +1,92 @@
+"""Apply `Widths` physically: remove the least important channels of every group, no masks."""
+from __future__ import annotations
+
+import copy
+from typing import Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from . import adapters
+from .analysis import Analysis, analyse, build_graph, iter_groups, prune_group
+from .errors import SlimdeployError
+from .guard import bounded
+from .importance import Importance, get_importance
+from .space import Widths
+
+from .zoo import META
+
+
+def prune(model: nn.Module, widths: Widths, example_input: torch.Tensor, importance: str | Importance = "l2",
+          batch: torch.Tensor | tuple | None = None, ignored: Sequence[str] = (),
+          analysis: Analysis | None = None) -> nn.Module:
+    """Return a copy of `model` whose every channel group has exactly the requested width.
+
+    `importance` picks which channels stay (l2, l1, bn, taylor); taylor needs `batch`
+    (inputs, or (inputs, labels); without labels the model's own predictions are used).
+    The output shape is unchanged; the caller's model is not modified.
+    """
+    analysis = analysis or analyse(model, example_input, ignored)
+    widths = analysis.space.validate(widths)
+    criterion = get_importance(importance)
+    pruned = copy.deepcopy(model)
+    twin = dict(zip(model.modules(), pruned.modules()))
+    ignored_twins = [twin[m] for name, m in model.named_modules() if name in set(ignored)]
+    if criterion.needs_gradients:
+        _accumulate_gradients(pruned, batch)
+    for scope in analysis.scopes:
+        target = twin[scope.module]
+        with bounded(what=f"pruning {scope.path or 'the model'}"):
+            graph = build_graph(target, scope.inputs)
+            for item in iter_groups(graph, scope.path, ignored_twins):
+                g = item.info
+                keep = widths[g.name]
+                if keep < g.width:
+                    scores = criterion(item.tp_group)
+                    prune_group(graph, item, channels_to_remove(scores, g.width, keep, g.divisor))
+        adapters.after_prune(target)
+    pruned.zero_grad(set_to_none=True)
+    pruned.train(model.training)
+    _record_step(model, pruned, widths, example_input, ignored)
+    return pruned
+
+
+def channels_to_remove(scores: torch.Tensor, width: int, keep: int, divisor: int = 1) -> list[int]:
+    """Indices of the `width - keep` least important channels.
+
+    With `divisor` > 1 the channels form equal contiguous blocks (conv groups, heads); the same
+    positions go from every block, ranked by their mean score across blocks.
+    """
+    scores = scores.detach().float().flatten().cpu()
+    if scores.numel() != width:
+        raise RuntimeError(f"importance gave {scores.numel()} scores for a group of {width} channels")
+    block = width // divisor
+    per_block = scores.view(divisor, block).mean(0)
+    drop = torch.argsort(per_block)[: block - keep // divisor].tolist()
+    return sorted(b * block + p for b in range(divisor) for p in drop)
+
+
+def _accumulate_gradients(model: nn.Module, batch) -> None:
+    if batch is None:
+        raise SlimdeployError("taylor importance needs a batch of inputs to compute gradients; "
+                              "pass batch=... (or choose l2, l1 or bn)")
+    inputs, labels = batch if isinstance(batch, (tuple, list)) else (batch, None)
+    was_training = model.training
+    model.eval()
+    model.zero_grad(set_to_none=True)
+    with torch.enable_grad():
+        out = model(inputs)
+        if labels is None:
+            labels = out.detach().argmax(-1)
+        F.cross_entropy(out, labels).backward()
+    model.train(was_training)
+
+
+def _record_step(source: nn.Module, pruned: nn.Module, widths: Widths, example_input, ignored) -> None:
+    """Keep the recipe (source spec + every pruning step) so a saved model rebuilds without pickle."""
+    meta = dict(getattr(source, META, None) or {})
+    meta.setdefault("input_shape", list(example_input.shape))
+    meta["structure"] = widths.structure
+    meta["steps"] = list(meta.get("steps", [])) + [{"widths": widths.to_json(), "ignored": list(ignored)}]
+    setattr(pruned, META, meta)
