@@ -56,6 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--atol", type=float, default=1e-4)
     p.add_argument("--rtol", type=float, default=1e-3)
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("demo", help="the main job on an embedded default (pretrained EfficientNet-Lite0), offline")
+    p.add_argument("--out", default="demo-out", help="output directory (default demo-out)")
+    p.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads (default: all cores)")
+    p.set_defaults(func=cmd_demo)
     return parser
 
 
@@ -174,3 +179,10 @@ def cmd_export(args) -> int:
         return 0
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    run_demo(args.out, threads=args.threads)
+    return 0
