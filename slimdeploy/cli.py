@@ -57,6 +57,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rtol", type=float, default=1e-3)
     p.set_defaults(func=cmd_export)
 
+    p = sub.add_parser("compress", help="prune to a measured latency budget, fine-tune, export, verify, report")
+    p.add_argument("model", metavar="MODEL",
+                   help="torchvision:NAME, package.module:factory, or a directory written by slimdeploy")
+    p.add_argument("--runtime", default="onnxruntime", help="deployment runtime (onnxruntime)")
+    p.add_argument("--latency", required=True, help="budget: fraction of the original (0.5x) or milliseconds (5ms)")
+    p.add_argument("--macs", help="extra cap on MACs: fraction (0.5x) or count (300M)")
+    p.add_argument("--params", help="extra cap on parameters: fraction (0.5x) or count (2M)")
+    p.add_argument("--data", help="digits, mnist5k, fashion-mnist or package.module:factory -> (train, val)")
+    p.add_argument("--method", default="uniform", choices=["uniform", "greedy"])
+    p.add_argument("--finetune-epochs", type=int, default=0)
+    p.add_argument("--lr", type=float, default=0.01)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--importance", default="l2", choices=["l2", "l1", "bn", "taylor"])
+    p.add_argument("--threads", type=int, help="runtime intra-op threads (default: all cores)")
+    p.add_argument("--input-shape", help="example input shape, e.g. 1,3,224,224")
+    p.add_argument("--quiet", action="store_true", help="print nothing but errors (and --json)")
+    p.add_argument("--json", action="store_true", help="print report.json to stdout")
+    p.add_argument("--out", required=True, help="output directory (written atomically)")
+    p.set_defaults(func=cmd_compress)
+
     p = sub.add_parser("demo", help="the main job on an embedded default (pretrained EfficientNet-Lite0), offline")
     p.add_argument("--out", default="demo-out", help="output directory (default demo-out)")
     p.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads (default: all cores)")
@@ -185,4 +205,27 @@ def cmd_demo(args) -> int:
     from .demo import run_demo
 
     run_demo(args.out, threads=args.threads)
+    return 0
+
+
+def cmd_compress(args) -> int:
+    from . import zoo
+    from .pipeline import compress
+
+    if args.finetune_epochs < 0 or args.batch_size <= 0 or (args.threads is not None and args.threads <= 0):
+        raise SlimdeployError("--finetune-epochs must be >= 0, --batch-size and --threads > 0")
+    say = (lambda text: None) if args.quiet or args.json else (lambda text: print(text, file=sys.stderr))
+    report = compress(args.model, args.out, latency=args.latency, macs=args.macs, params=args.params,
+                      data=args.data, method=args.method, finetune_epochs=args.finetune_epochs, lr=args.lr,
+                      batch_size=args.batch_size, threads=args.threads, runtime=args.runtime,
+                      input_shape=zoo.parse_input_shape(args.input_shape) if args.input_shape else None,
+                      importance=args.importance, say=say)
+    if args.json:
+        print(json.dumps(report, indent=2, default=str))
+    elif not args.quiet:
+        from .report import markdown
+
+        print(markdown(report))
+        print(f"files: {args.out}/model.onnx, {args.out}/widths.json, {args.out}/report.json, {args.out}/report.md; "
+              f"slimdeploy.load('{args.out}') loads the PyTorch model")
     return 0

@@ -90,3 +90,27 @@ def _record_step(source: nn.Module, pruned: nn.Module, widths: Widths, example_i
     meta["structure"] = widths.structure
     meta["steps"] = list(meta.get("steps", [])) + [{"widths": widths.to_json(), "ignored": list(ignored)}]
     setattr(pruned, META, meta)
+
+
+def group_scores(model: nn.Module, analysis: Analysis, importance: str | Importance = "l2") -> dict[str, torch.Tensor]:
+    """Per group, its channels' importance sorted from most to least important (model unchanged)."""
+    criterion = get_importance(importance)
+    scratch = copy.deepcopy(model)
+    twin = dict(zip(model.modules(), scratch.modules()))
+    scores = {}
+    for scope in analysis.scopes:
+        with bounded(what=f"scoring {scope.path or 'the model'}"):
+            graph = build_graph(twin[scope.module], scope.inputs)
+            for item in iter_groups(graph, scope.path, []):
+                scores[item.info.name] = criterion(item.tp_group).detach().float().flatten().sort(descending=True).values
+    return scores
+
+
+def retained_importance(scores: dict[str, torch.Tensor], widths: Widths) -> float:
+    """Data-free score of widths: mean over groups of the importance share the kept channels hold."""
+    shares = []
+    for name, width in widths.widths.items():
+        if name in scores:
+            s = scores[name].clamp(min=0)
+            shares.append(float(s[:width].sum()) / (float(s.sum()) or 1.0))
+    return sum(shares) / max(len(shares), 1)

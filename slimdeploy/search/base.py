@@ -1,0 +1,68 @@
+"""One interface for every searcher: configure in __init__, `search(problem) -> SearchResult`."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+from ..errors import SlimdeployError
+from ..space import Widths, WidthSpace
+
+
+class BudgetUnreachable(SlimdeployError):
+    """No widths the search tried meet the budget."""
+
+    def __init__(self, message: str, lowest_ratio: float):
+        super().__init__(message)
+        self.lowest_ratio = lowest_ratio
+
+
+@dataclass
+class SearchProblem:
+    """What a searcher needs: the space, measured latency, caps and an accuracy estimate.
+
+    `latency(widths)` is the measured latency as a ratio to the original model; `within_caps`
+    checks the MACs/params caps; `score(widths)` estimates accuracy (higher is better).
+    """
+
+    space: WidthSpace
+    latency: Callable[[Widths], float]
+    target_ratio: float
+    score: Callable[[Widths], float]
+    within_caps: Callable[[Widths], bool] = lambda w: True
+    align: int = 8
+    say: Callable[[str], None] = lambda text: None
+
+    def meets(self, widths: Widths) -> bool:
+        return self.within_caps(widths) and self.latency(widths) <= self.target_ratio
+
+    def smallest(self) -> Widths:
+        return Widths(self.space.fingerprint, {g.name: g.unit(self.align) for g in self.space})
+
+
+@dataclass
+class SearchResult:
+    widths: Widths
+    latency_ratio: float
+    score: float
+    method: str
+    history: list[dict] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+class Searcher:
+    """Base class; subclasses set `name` and implement `search`."""
+
+    name = ""
+
+    def search(self, problem: SearchProblem) -> SearchResult:
+        raise NotImplementedError
+
+
+def require_reachable(problem: SearchProblem) -> None:
+    """Fail early, naming the lowest latency reachable, when even the smallest widths miss the budget."""
+    smallest = problem.smallest()
+    ratio = problem.latency(smallest)
+    if ratio > problem.target_ratio or not problem.within_caps(smallest):
+        raise BudgetUnreachable(
+            f"the budget cannot be met: the smallest widths this search allows reach {ratio:.2f}x of the "
+            f"original latency (budget {problem.target_ratio:.2f}x)", ratio)
