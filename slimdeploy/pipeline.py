@@ -154,11 +154,15 @@ def _scorer(model, x, analysis, loaders, importance):
         return (lambda w: retained_importance(scores, w)), "retained importance (data-free; no --data given)"
     from .train import estimate_accuracy
 
+    # The same few batches for every candidate, so scores differ only by the widths.
+    calibration = [batch for _, batch in zip(range(3), loaders["train"])]
+    held_out = [batch for _, batch in zip(range(4), loaders["val"])]
+
     def score(widths: Widths) -> float:
         key = tuple(sorted(widths.widths.items()))
         if key not in cache:
             candidate = prune(model, widths, x, analysis=analysis)
-            cache[key] = estimate_accuracy(candidate, loaders["train"], loaders["val"])
+            cache[key] = estimate_accuracy(candidate, calibration, held_out, calib_batches=3, eval_batches=4)
         return cache[key]
 
     return score, "accuracy after BatchNorm recalibration on held-out batches (no training)"
@@ -176,10 +180,14 @@ def _finetune(pruned, teacher, loaders, epochs, lr, seed, say):
     from .train import finetune
 
     say(f"fine-tuning {epochs} epoch(s) with distillation from the original")
+    marks = {}
 
-    def progress(state):
-        if state["batch"] == state["batches"]:
-            say(f"  epoch {state['epoch']}: loss {state['loss']:.4f}")
+    def progress(state):  # a line at every quarter of an epoch
+        total = state["batches"] or 0
+        quarter = 4 * state["batch"] // total if total else 0
+        if quarter > marks.get(state["epoch"], 0):
+            marks[state["epoch"]] = quarter
+            say(f"  epoch {state['epoch']}/{state['epochs']}: {25 * quarter}% loss {state['loss']:.4f}")
 
     return finetune(pruned, loaders["train"], epochs, lr=lr, teacher=teacher, progress=progress, seed=seed)
 

@@ -2,7 +2,8 @@
 
 Each candidate is timed in the same run as a fixed reference (the original model) and reported as
 a ratio to it, which cancels the drift of a shared machine (shared/LATENCY-NOTES.md). Results are
-cached per widths.
+cached per widths. Search-time measurements are capped at a few seconds each; the pipeline's final
+check of the delivered model uses the full protocol.
 """
 from __future__ import annotations
 
@@ -24,9 +25,9 @@ class LatencyOracle:
     """widths → measured latency ratio to the original model (and milliseconds)."""
 
     def __init__(self, model: nn.Module, example_input: torch.Tensor, analysis: Analysis,
-                 threads: int | None = None, rounds: int = 6):
+                 threads: int | None = None, rounds: int = 6, max_seconds: float = 6.0):
         self.model, self.example, self.analysis = model, example_input, analysis
-        self.threads, self.rounds = threads, rounds
+        self.threads, self.rounds, self.max_seconds = threads, rounds, max_seconds
         self._dir = tempfile.TemporaryDirectory(prefix="slimdeploy-latency-")
         self.reference = export_onnx(model, example_input, Path(self._dir.name) / "original.onnx")
         self._cache: dict[tuple, float] = {}
@@ -42,7 +43,8 @@ class LatencyOracle:
         key = tuple(sorted(widths.widths.items()))
         if key not in self._cache:
             path = self.export(widths, Path(self._dir.name) / "candidate.onnx")
-            result = compare([self.reference, path], threads=self.threads, rounds=self.rounds)
+            result = compare([self.reference, path], threads=self.threads, rounds=self.rounds,
+                             max_rounds=4 * self.rounds, max_seconds=self.max_seconds)
             self._cache[key] = float(result.ratios[1])
             self.measurements += 1
         return self._cache[key]

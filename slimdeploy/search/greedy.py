@@ -15,7 +15,7 @@ from .uniform import UniformSearch
 class GreedySearch(Searcher):
     name = "greedy"
 
-    def __init__(self, step_fraction: float = 0.125, tries_per_step: int = 3, max_steps: int = 200,
+    def __init__(self, step_fraction: float = 0.25, tries_per_step: int = 3, max_steps: int = 200,
                  keep_uniform_if_better: bool = True):
         self.step_fraction = step_fraction
         self.tries_per_step = tries_per_step

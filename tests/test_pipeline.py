@@ -1,0 +1,108 @@
+"""compress(): budgets met on real measurement, with and without data; errors leave nothing behind."""
+import json
+
+import pytest
+import torch
+
+import slimdeploy
+from slimdeploy.analysis import analyse
+from slimdeploy.data import load_dataset, make_loader
+from slimdeploy.errors import SlimdeployError
+from slimdeploy.export import export_onnx
+from slimdeploy.latency.measure import compare
+from slimdeploy.latency.oracle import LatencyOracle
+from slimdeploy.pipeline import _scorer, compress
+from slimdeploy.search import SearchProblem, get_searcher
+from slimdeploy.train import train_classifier
+from slimdeploy.zoo import build
+
+DIGITS_SHAPE = (1, 3, 16, 16)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """Small models train several times faster on one thread when the other core is busy timing ONNX."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def digits_model():
+    """A wide CIFAR-style ResNet-8 trained briefly on scikit-learn's digits (real data)."""
+    model = build("slimdeploy.models:cifar_resnet8_wide")
+    train, _, _ = load_dataset("digits", input_shape=DIGITS_SHAPE)
+    train_classifier(model, make_loader(train, 64, shuffle=True), epochs=2, lr=0.05)
+    return model.eval()
+
+
+def test_torchvision_model_without_data_meets_the_budget_on_measurement(tmp_path):
+    out = tmp_path / "c"
+    report = compress("torchvision:resnet18", out, latency="0.5x", input_shape=(1, 3, 64, 64), threads=1,
+                      say=lambda text: None)
+    assert report["latency_ms"]["ratio"] <= 0.5
+    assert report["latency_ms"]["compressed"] < report["latency_ms"]["original"]
+    assert report["macs"]["compressed"] < report["macs"]["original"]
+    assert report["accuracy"] is None and "data-free" in report["score"]["kind"]
+    assert report["verification"]["passed"] and report["runtime"]["threads"] == 1
+    assert {"model.onnx", "widths.json", "report.json", "report.md", "weights.pt", "slimdeploy.json"} <= \
+        {p.name for p in out.iterdir()}
+    assert json.loads((out / "report.json").read_text())["widths"] == report["widths"]
+    # An independent side-by-side measurement of what was delivered.
+    original = export_onnx(build("torchvision:resnet18"), torch.randn(1, 3, 64, 64), tmp_path / "original.onnx")
+    again = compare([original, out / "model.onnx"], threads=1, rounds=12)
+    assert again.ratios[1] <= 0.5 * 1.1
+    loaded = slimdeploy.load(out)
+    assert sum(p.numel() for p in loaded.parameters()) == report["params"]["compressed"]
+
+
+def test_small_model_with_digits_data_meets_the_budget_and_reports_accuracy(digits_model, tmp_path):
+    report = compress(digits_model, tmp_path / "c", latency="0.6x", data="digits", method="uniform",
+                      finetune_epochs=1, input_shape=DIGITS_SHAPE, threads=1, say=lambda text: None)
+    assert report["latency_ms"]["ratio"] <= 0.6
+    acc = report["accuracy"]
+    assert acc["dataset"] == "digits" and acc["original"] > 0.9
+    assert acc["compressed"] > 0.85
+    assert "recalibration" in report["score"]["kind"]
+    assert report["finetune"]["epochs"] == 1 and report["finetune"]["history"]
+
+
+def test_greedy_is_never_worse_than_uniform_on_the_estimated_score(digits_model):
+    x = torch.randn(*DIGITS_SHAPE)
+    analysis = analyse(digits_model, x)
+    train, val, _ = load_dataset("digits", input_shape=DIGITS_SHAPE)
+    loaders = {"train": make_loader(train, 64, shuffle=True), "val": make_loader(val, 64)}
+    score, kind = _scorer(digits_model, x, analysis, loaders, "l2")
+    assert "recalibration" in kind
+    oracle = LatencyOracle(digits_model, x, analysis, threads=1)
+    try:
+        problem = SearchProblem(analysis.space, oracle.ratio, 0.6, score)
+        greedy = get_searcher("greedy").search(problem)
+        uniform = get_searcher("uniform").search(problem)  # latency and scores are cached by now
+    finally:
+        oracle.close()
+    assert uniform.latency_ratio <= 0.6 and greedy.latency_ratio <= 0.6
+    assert greedy.score >= uniform.score
+
+
+def test_unreachable_budget_names_the_lowest_latency_and_writes_nothing(tmp_path):
+    with pytest.raises(SlimdeployError, match=r"lowest latency the search reached is 0\.\d+x"):
+        compress("torchvision:mobilenet_v3_small", tmp_path / "c", latency="0.01x", input_shape=(1, 3, 64, 64),
+                 threads=1, say=lambda text: None)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_missing_dataset_names_the_package_and_writes_nothing(tmp_path):
+    with pytest.raises(SlimdeployError, match="dataset-fashion-mnist"):
+        compress("torchvision:resnet18", tmp_path / "c", latency="0.5x", data="fashion-mnist",
+                 input_shape=(1, 3, 64, 64), say=lambda text: None)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_unknown_runtime_and_bad_budget_are_refused_before_any_work(tmp_path):
+    with pytest.raises(SlimdeployError, match="unknown runtime"):
+        compress("torchvision:resnet18", tmp_path / "c", runtime="tensorrt")
+    with pytest.raises(SlimdeployError, match="bad latency budget"):
+        compress("torchvision:resnet18", tmp_path / "c", latency="fast")
+    assert list(tmp_path.iterdir()) == []
