@@ -77,9 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output directory (written atomically)")
     p.set_defaults(func=cmd_compress)
 
-    p = sub.add_parser("demo", help="the main job on an embedded default (pretrained EfficientNet-Lite0), offline")
+    p = sub.add_parser("demo", help="the main job on an embedded default (ResNet-8 on MNIST digits), offline")
     p.add_argument("--out", default="demo-out", help="output directory (default demo-out)")
-    p.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads (default: all cores)")
+    p.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads (default 1)")
     p.set_defaults(func=cmd_demo)
     return parser
 
