@@ -10,6 +10,7 @@ classifier's output and every fixed boundary stay as they are.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 from dataclasses import dataclass, field
@@ -144,11 +145,22 @@ def analyse(model: nn.Module, example_input: torch.Tensor | tuple, ignored: Sequ
     return Analysis(WidthSpace(groups, f"{cls.__module__}.{cls.__qualname__}"), scopes, notes)
 
 
+@contextlib.contextmanager
+def guarded(memory_gb: float = DEFAULT_MEMORY_GB, seconds: float = DEFAULT_SECONDS, what: str = "step"):
+    """`bounded`, restoring torch's grad mode afterwards.
+
+    A time limit can interrupt torch-pruning inside a ``no_grad`` region before it restores the
+    mode; without this, every later backward pass in the process would fail.
+    """
+    with torch.set_grad_enabled(torch.is_grad_enabled()), bounded(memory_gb, seconds, what):
+        yield
+
+
 def _analyse_scope(scope: Scope, ignored: list[nn.Module], scopes: list[Scope], notes: list[str],
                    memory_gb: float, seconds: float) -> None:
     what = f"dependency analysis of {scope.path or 'the model'}"
     try:
-        with bounded(memory_gb, seconds, what):
+        with guarded(memory_gb, seconds, what):
             scope.groups = _trial(scope, ignored)
         if scope.groups:
             scopes.append(scope)

@@ -9,9 +9,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import adapters
-from .analysis import Analysis, analyse, build_graph, iter_groups, prune_group
+from .analysis import Analysis, analyse, build_graph, guarded, iter_groups, prune_group
 from .errors import SlimdeployError
-from .guard import bounded
 from .importance import Importance, get_importance
 from .space import Widths
 
@@ -37,7 +36,7 @@ def prune(model: nn.Module, widths: Widths, example_input: torch.Tensor, importa
         _accumulate_gradients(pruned, batch)
     for scope in analysis.scopes:
         target = twin[scope.module]
-        with bounded(what=f"pruning {scope.path or 'the model'}"):
+        with guarded(what=f"pruning {scope.path or 'the model'}"):
             graph = build_graph(target, scope.inputs)
             for item in iter_groups(graph, scope.path, ignored_twins):
                 g = item.info
@@ -99,7 +98,7 @@ def group_scores(model: nn.Module, analysis: Analysis, importance: str | Importa
     twin = dict(zip(model.modules(), scratch.modules()))
     scores = {}
     for scope in analysis.scopes:
-        with bounded(what=f"scoring {scope.path or 'the model'}"):
+        with guarded(what=f"scoring {scope.path or 'the model'}"):
             graph = build_graph(twin[scope.module], scope.inputs)
             for item in iter_groups(graph, scope.path, []):
                 scores[item.info.name] = criterion(item.tp_group).detach().float().flatten().sort(descending=True).values

@@ -181,3 +181,26 @@ def test_distillation_loss_is_zero_for_identical_logits_and_bad_arguments_are_re
             finetune(model, train_loader, **kwargs)
     with pytest.raises(SlimdeployError, match="diverged"):
         finetune(model, train_loader, 1, lr=1e30, max_batches_per_epoch=3)
+
+
+def test_training_works_and_restores_mode_when_the_caller_disabled_gradients():
+    # A time limit firing inside torch-pruning's no_grad code once left gradients off for the
+    # rest of the process, and every later training step failed.
+    model = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
+    data = [(torch.randn(8, 4), torch.randint(0, 3, (8,)))]
+    with torch.no_grad():
+        history = train_classifier(model, data, epochs=1)
+        assert not torch.is_grad_enabled()
+    assert history[0]["batches"] == 1
+
+
+def test_guarded_restores_grad_mode_after_an_interrupted_step():
+    from slimdeploy.analysis import guarded
+    from slimdeploy.guard import LimitExceeded
+
+    with pytest.raises(LimitExceeded):
+        with guarded(seconds=0.05, what="a step"):
+            torch.set_grad_enabled(False)
+            while True:
+                pass
+    assert torch.is_grad_enabled()

@@ -78,6 +78,8 @@ def finetune(
     device = model_device(student)
     teacher_device = model_device(teacher) if use_teacher else device
     step = 0
+    grad_mode = torch.is_grad_enabled()
+    torch.set_grad_enabled(True)  # training needs gradients whatever the caller's mode
     try:
         if use_teacher:
             teacher.eval()
@@ -118,6 +120,7 @@ def finetune(
             history.append({"epoch": epoch, "loss": loss_sum / batches,
                             "seconds": time.perf_counter() - epoch_start, "lr": epoch_lr, "batches": batches})
     finally:
+        torch.set_grad_enabled(grad_mode)
         student.eval()
         optimizer.zero_grad(set_to_none=True)
         if teacher is not None:
