@@ -12,11 +12,11 @@ import torch.nn as nn
 import torchvision
 
 from slimdeploy.errors import SlimdeployError
+from slimdeploy.latency.host import available_cores
+from slimdeploy_onnxruntime import OrtTimer
 from slimdeploy.latency.measure import (
     Comparison,
     Measurement,
-    OrtTimer,
-    available_cores,
     compare,
     measure,
 )
@@ -61,7 +61,8 @@ def test_measure_fields_are_sane(models):
     assert m.threads == 1 and m.batch == 1 and m.input_shape == SHAPE
     assert isinstance(m.stable, bool)
     assert m.cv == pytest.approx(m.iqr_ms / m.median_ms)
-    for key in ("cpu", "logical_cores", "onnxruntime", "provider", "graph_optimization", "platform"):
+    for key in ("cpu", "logical_cores", "runtime", "runtime_version", "provider", "graph_optimization",
+                "threads", "input_shape", "platform"):
         assert key in m.device
     assert m.device["provider"] == "CPUExecutionProvider"
     assert m.device["graph_optimization"] == "all"

@@ -1,7 +1,8 @@
-"""Measure ONNX Runtime latency on this machine, with the spread that goes with every figure.
+"""The measurement protocol every runtime plugin is timed with, and the figures it yields.
 
 This module must not import torch: it also runs inside the remote agent, which has only
-onnxruntime and numpy.
+its runtime and numpy. A *timer* comes from a runtime plugin (`slimdeploy.runtimes`); a model
+path or bytes given instead is timed with the ``onnxruntime`` plugin.
 
 Shared machines drift (here the same model has measured 1.5-3x slower for minutes at a time),
 so every figure is taken the same way:
@@ -24,36 +25,16 @@ std/mean unstable, hence the quartile-based form.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import gc
 import json
-import os
-import platform
 import time
 from dataclasses import dataclass, field
-from typing import Any, Sequence, Union
+from typing import Any, Sequence
 
 import numpy as np
 
 from slimdeploy.errors import SlimdeployError
-
-ModelSource = Union[str, "os.PathLike[str]", bytes]
-
-PROVIDER = "CPUExecutionProvider"
-OPTIMIZATION_LEVELS = ("disable", "basic", "extended", "layout", "all")
-_ORT_LEVEL_NAMES = {
-    "disable": "ORT_DISABLE_ALL",
-    "basic": "ORT_ENABLE_BASIC",
-    "extended": "ORT_ENABLE_EXTENDED",
-    "layout": "ORT_ENABLE_LAYOUT",
-    "all": "ORT_ENABLE_ALL",
-}
-_NUMPY_TYPES = {
-    "tensor(float)": np.float32,
-    "tensor(float16)": np.float16,
-    "tensor(double)": np.float64,
-}
-
+from slimdeploy.latency.host import BackgroundLoad
 
 # ----------------------------------------------------------------------------- results
 
@@ -176,71 +157,6 @@ class Comparison:
 # ----------------------------------------------------------------------------- environment
 
 
-def available_cores() -> int:
-    """Logical cores this process may run on (the affinity mask where the OS has one)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
-
-
-@functools.lru_cache(maxsize=1)
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            for line in cpuinfo:
-                if line.lower().startswith(("model name", "hardware", "processor\t: arm")):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown"
-
-
-def device_info(optimization: str = "all", provider: str = PROVIDER) -> dict[str, Any]:
-    """What a figure was measured on: CPU, cores, runtime version, provider, optimization, OS."""
-    import onnxruntime as ort
-
-    return {
-        "cpu": _cpu_model(),
-        "logical_cores": os.cpu_count() or 1,
-        "available_cores": available_cores(),
-        "onnxruntime": ort.__version__,
-        "provider": provider,
-        "graph_optimization": optimization,
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-    }
-
-
-def _machine_busy_seconds() -> float | None:
-    """CPU-seconds all processes have used since boot (Linux /proc/stat; steal counts as busy)."""
-    try:
-        with open("/proc/stat") as stat:
-            values = [int(v) for v in stat.readline().split()[1:9]]
-        return (sum(values) - values[3] - values[4]) / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-class _BackgroundLoad:
-    """Cores kept busy by *other* processes between construction and `cores()`."""
-
-    def __init__(self) -> None:
-        self._wall = time.perf_counter()
-        self._busy = _machine_busy_seconds()
-        own = os.times()
-        self._own = own.user + own.system
-
-    def cores(self) -> float | None:
-        busy = _machine_busy_seconds()
-        wall = time.perf_counter() - self._wall
-        if busy is None or self._busy is None or wall <= 0:
-            return None
-        own = os.times()
-        others = (busy - self._busy) - (own.user + own.system - self._own)
-        return round(max(0.0, others / wall), 2)
-
-
 def _robust_stats(samples: Sequence[float]) -> tuple[float, float, float]:
     """(median, IQR, IQR/median) of `samples`."""
     a = np.asarray(samples, dtype=np.float64)
@@ -249,168 +165,18 @@ def _robust_stats(samples: Sequence[float]) -> tuple[float, float, float]:
     return med, iqr, (iqr / med if med > 0 else float("inf"))
 
 
-# ----------------------------------------------------------------------------- timer
-
-
-class OrtTimer:
-    """An ORT CPU session with a fixed thread count and a fixed random input, ready to time.
-
-    `model` is a path to an .onnx file, its bytes, or an object with ``SerializeToString``
-    (an ``onnx.ModelProto``). `input_shape` fills in dynamic dimensions (a dynamic batch
-    alone defaults to 1); it must agree with the model's static dimensions. `threads` is
-    ``intra_op_num_threads`` (default: all cores available to this process); the inter-op
-    pool has one thread and execution is sequential. Threads that must share cores with a
-    busy neighbour stall at every operator's barrier: on a 2-core machine with one core busy
-    elsewhere, resnet18 at 64 px took 15-24 ms with 2 threads against 3.7 ms quiet (and 7 ms
-    with 1 thread either way), so measure with the thread count the deployment will have free. `optimization` is one of
-    ``OPTIMIZATION_LEVELS`` (ORT's default, "all", unless told otherwise).
-    `session_config` adds ORT session config entries, e.g.
-    ``{"session.intra_op.allow_spinning": "0"}``.
-    """
-
-    def __init__(
-        self,
-        model: ModelSource | Any,
-        input_shape: Sequence[int] | None = None,
-        threads: int | None = None,
-        optimization: str = "all",
-        seed: int = 0,
-        session_config: dict[str, str] | None = None,
-    ) -> None:
-        import onnxruntime as ort
-
-        self.threads = _check_threads(threads)
-        self.optimization = _check_optimization(optimization)
-        self.session_config = dict(session_config or {})
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = self.threads
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.graph_optimization_level = getattr(
-            ort.GraphOptimizationLevel, _ORT_LEVEL_NAMES[self.optimization])
-        options.log_severity_level = 3
-        for key, value in self.session_config.items():
-            options.add_session_config_entry(str(key), str(value))
-
-        source, self.name = _model_source(model)
-        try:
-            self.session = ort.InferenceSession(source, options, providers=[PROVIDER])
-        except Exception as exc:  # ORT raises its own pybind exception types
-            raise SlimdeployError(
-                f"onnxruntime could not load {self.name}: {str(exc).strip().splitlines()[0]}"
-            ) from exc
-
-        inputs = self.session.get_inputs()
-        if len(inputs) != 1:
-            names = ", ".join(i.name for i in inputs)
-            raise SlimdeployError(
-                f"{self.name} has {len(inputs)} inputs ({names}); latency measurement supports "
-                "models with exactly one image input")
-        spec = inputs[0]
-        dtype = _NUMPY_TYPES.get(spec.type)
-        if dtype is None:
-            raise SlimdeployError(
-                f"{self.name}: input {spec.name!r} has type {spec.type}; expected a float tensor")
-        self.input_name: str = spec.name
-        self.input_shape: tuple[int, ...] = _resolve_shape(spec.shape, input_shape, self.name)
-        self.batch: int = self.input_shape[0] if self.input_shape else 1
-        rng = np.random.default_rng(seed)
-        self.feed = {self.input_name: rng.standard_normal(self.input_shape).astype(dtype)}
-        self.output_names = [o.name for o in self.session.get_outputs()]
-
-    def time_once(self) -> float:
-        """Run the model once on the fixed input; wall time in milliseconds."""
-        start = time.perf_counter_ns()
-        self.session.run(self.output_names, self.feed)
-        return (time.perf_counter_ns() - start) / 1e6
-
-    def time_runs(self, n: int) -> list[float]:
-        """`n` back-to-back runs (garbage collection paused), in milliseconds."""
-        was_enabled = gc.isenabled()
-        gc.disable()
-        try:
-            return [self.time_once() for _ in range(n)]
-        finally:
-            if was_enabled:
-                gc.enable()
-
-    def warm_up(self, runs: int = 5, seconds: float = 0.3) -> list[float]:
-        """Run until both `runs` runs and `seconds` have passed; returns their times (ms)."""
-        times: list[float] = []
-        start = time.perf_counter()
-        while len(times) < max(1, runs) or time.perf_counter() - start < seconds:
-            times.append(self.time_once())
-        return times
-
-    def device(self) -> dict[str, Any]:
-        info = device_info(self.optimization)
-        if self.session_config:
-            info["session_config"] = dict(self.session_config)
-        return info
-
-
-def _check_threads(threads: int | None) -> int:
-    if threads is None:
-        return available_cores()
-    if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1:
-        raise SlimdeployError(f"threads must be a positive integer, got {threads!r}")
-    return int(threads)
-
-
-def _check_optimization(level: str) -> str:
-    key = str(level).lower().removeprefix("ort_")
-    key = {"disable_all": "disable", "enable_basic": "basic", "enable_extended": "extended",
-           "enable_layout": "layout", "enable_all": "all"}.get(key, key)
-    if key not in OPTIMIZATION_LEVELS:
-        raise SlimdeployError(
-            f"unknown graph optimization level {level!r}; use one of {', '.join(OPTIMIZATION_LEVELS)}")
-    return key
-
-
-def _model_source(model: Any) -> tuple[str | bytes, str]:
-    if hasattr(model, "SerializeToString"):
-        return model.SerializeToString(), "<onnx model>"
-    if isinstance(model, (bytes, bytearray, memoryview)):
-        return bytes(model), "<onnx bytes>"
-    if isinstance(model, (str, os.PathLike)):
-        path = os.fspath(model)
-        if not os.path.isfile(path):
-            raise SlimdeployError(f"ONNX file not found: {path}")
-        return path, path
-    raise SlimdeployError(
-        f"expected an ONNX file path, its bytes or an onnx.ModelProto, got {type(model).__name__}")
-
-
-def _resolve_shape(model_shape: Sequence[Any], wanted: Sequence[int] | None, name: str) -> tuple[int, ...]:
-    """The concrete input shape: the model's static dims, `wanted` for dynamic ones."""
-    static = [d if isinstance(d, int) and d > 0 else None for d in model_shape]
-    if wanted is None:
-        if static and static[0] is None:
-            static[0] = 1  # a dynamic batch alone: measure batch 1
-        if any(d is None for d in static):
-            shown = ["?" if d is None else d for d in static]
-            raise SlimdeployError(
-                f"{name} has dynamic input dimensions {shown}; pass input_shape, e.g. (1, 3, 224, 224)")
-        return tuple(int(d) for d in static)
-    try:
-        wanted_t = tuple(int(d) for d in wanted)
-    except (TypeError, ValueError):
-        raise SlimdeployError(f"input_shape must be a sequence of integers, got {wanted!r}") from None
-    if len(wanted_t) != len(static) or any(d < 1 for d in wanted_t):
-        raise SlimdeployError(
-            f"input_shape {wanted_t} does not fit {name}, whose input has {len(static)} dimensions")
-    for i, (model_dim, dim) in enumerate(zip(static, wanted_t)):
-        if model_dim is not None and model_dim != dim:
-            raise SlimdeployError(
-                f"input_shape {wanted_t} disagrees with {name}: dimension {i} is fixed at {model_dim}")
-    return wanted_t
-
-
-def _timer(model: Any, input_shape, threads, optimization, seed, session_config) -> OrtTimer:
-    if isinstance(model, OrtTimer):
+def _timer(model: Any, input_shape, threads, optimization, seed, session_config) -> Any:
+    """`model` itself when it is already a timer; otherwise an ONNX Runtime timer for it."""
+    if hasattr(model, "time_runs"):
         return model
-    return OrtTimer(model, input_shape=input_shape, threads=threads, optimization=optimization,
-                    seed=seed, session_config=session_config)
+    from slimdeploy.runtimes import get_runtime
+
+    options: dict[str, Any] = {"optimization": optimization, "seed": seed}
+    if threads is not None:
+        options["threads"] = threads
+    if session_config:
+        options["session_config"] = dict(session_config)
+    return get_runtime("onnxruntime", options).timer(model, input_shape)
 
 
 def _runs_per_round(warmup_times: Sequence[float], round_s: float, min_round_runs: int) -> int:
@@ -429,7 +195,7 @@ def _moved(history: Sequence[float], settle: int) -> float:
 
 
 def measure(
-    model: ModelSource | OrtTimer | Any,
+    model: Any,
     input_shape: Sequence[int] | None = None,
     threads: int | None = None,
     *,
@@ -459,12 +225,12 @@ def measure(
     stable once it holds at least `min_runs` runs, moved less than `rtol` (relative) over the
     last `settle` rounds, and its cv (IQR/median) is at most `target_cv`. Measuring stops at
     stability, after `max_runs` timed runs, or after `max_seconds`; then ``stable=False``.
-    `model` may be an `OrtTimer`, used as it is (its threads, shape and input); otherwise the
+    `model` may be a runtime's timer, used as it is (its threads, shape and input); otherwise the
     remaining arguments build one.
     """
     timer = _timer(model, input_shape, threads, optimization, seed, session_config)
     start = time.perf_counter()
-    load = _BackgroundLoad()
+    load = BackgroundLoad()
     warm = timer.warm_up(warmup, warmup_s)
     per_round = _runs_per_round(warm, round_s, min_round_runs)
     window = max(window, -(-min_runs // per_round))  # the window must be able to hold min_runs
@@ -512,7 +278,7 @@ def measure(
 
 
 def compare(
-    models: Sequence[ModelSource | OrtTimer | Any],
+    models: Sequence[Any],
     input_shape: Sequence[int] | None = None,
     threads: int | None = None,
     *,
@@ -551,7 +317,7 @@ def compare(
         raise SlimdeployError(
             f"compared models must take the same input shape, got {sorted(shapes)}; pass input_shape")
     start = time.perf_counter()
-    load = _BackgroundLoad()
+    load = BackgroundLoad()
     warm = [t.warm_up(warmup, warmup_s) for t in timers]
     per_round = [_runs_per_round(w, round_s, min_round_runs) for w in warm]
 

@@ -1,0 +1,84 @@
+"""The ``onnxruntime`` runtime plugin for slimdeploy: ONNX artifacts timed in ONNX Runtime sessions."""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from slimdeploy.errors import SlimdeployError
+from slimdeploy.runtimes import Runtime
+
+from .timer import OPTIMIZATION_LEVELS, PROVIDER, OrtTimer, device_info
+
+__all__ = ["OnnxRuntime", "OrtTimer", "device_info"]
+
+
+def _positive_int(name: str, value: Any) -> int:
+    number = None
+    if not isinstance(value, bool):
+        try:
+            number = int(str(value).strip())
+        except ValueError:
+            pass
+    if number is None or number < 1:
+        raise SlimdeployError(f"onnxruntime option {name} must be a positive integer, got {value!r}")
+    return number
+
+
+def _session_config(value: Any) -> dict[str, str]:
+    if isinstance(value, dict):
+        return {str(k): str(v) for k, v in value.items()}
+    config = {}
+    for item in str(value).split(";"):
+        if item.strip():
+            key, eq, val = item.partition("=")
+            if not eq:
+                raise SlimdeployError(f"session_config entry {item!r} must look like key=value")
+            config[key.strip()] = val.strip()
+    return config
+
+
+class OnnxRuntime(Runtime):
+    """ONNX Runtime with a fixed execution provider, intra-op thread count and optimization level."""
+
+    name = "onnxruntime"
+    artifact_suffix = ".onnx"
+    option_help = {
+        "threads": "intra-op threads (default: every core this process may use)",
+        "optimization": f"graph optimization level: {', '.join(OPTIMIZATION_LEVELS)} (default all)",
+        "provider": f"execution provider (default {PROVIDER})",
+        "seed": "seed of the fixed random input (default 0)",
+        "session_config": "extra session config entries, key=value;key=value",
+    }
+
+    def parse_options(self, options: dict[str, Any]) -> dict[str, Any]:
+        from slimdeploy.latency.host import available_cores
+
+        from .timer import _check_optimization
+
+        parsed: dict[str, Any] = {
+            "threads": _positive_int("threads", options.get("threads", available_cores())),
+            "optimization": _check_optimization(options.get("optimization", "all")),
+            "provider": str(options.get("provider", PROVIDER)),
+        }
+        seed = options.get("seed", 0)
+        try:
+            parsed["seed"] = int(seed)
+        except (TypeError, ValueError):
+            raise SlimdeployError(f"onnxruntime option seed must be an integer, got {seed!r}") from None
+        if options.get("session_config"):
+            parsed["session_config"] = _session_config(options["session_config"])
+        return parsed
+
+    def timer(self, artifact: Any, input_shape: Sequence[int] | None = None) -> OrtTimer:
+        o = self.options
+        return OrtTimer(artifact, input_shape=input_shape, threads=o["threads"], optimization=o["optimization"],
+                        seed=o["seed"], session_config=o.get("session_config"), provider=o["provider"])
+
+    def device(self, input_shape: Sequence[int] | None = None) -> dict[str, Any]:
+        info = device_info(self.options["optimization"], self.options["provider"])
+        info["threads"] = self.options["threads"]
+        if self.options.get("session_config"):
+            info["session_config"] = dict(self.options["session_config"])
+        if input_shape is not None:
+            info["input_shape"] = [int(d) for d in input_shape]
+            info["batch"] = int(input_shape[0])
+        return info

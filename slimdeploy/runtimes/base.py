@@ -1,0 +1,110 @@
+"""What a runtime plugin provides: export a model to its artifact, load it, time it.
+
+The core never imports a runtime library; it speaks to runtimes through this interface, and
+plugins register themselves under the entry-point group ``slimdeploy.runtimes`` (see
+`registry`). Every plugin is timed with the same protocol (`slimdeploy.latency.measure`): a
+plugin only has to hand out a *timer*, an object with
+
+* ``threads``, ``batch``, ``input_shape`` attributes,
+* ``time_runs(n) -> list[float]`` (milliseconds of n back-to-back runs),
+* ``warm_up(runs, seconds) -> list[float]``,
+* ``device() -> dict`` (what the figure was measured on).
+
+This module must not import torch: the remote agent imports it without torch installed.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any, ClassVar, Mapping, Sequence
+
+from ..errors import SlimdeployError
+
+# Keys of a device description that name the conditions of a figure; a change in any of them
+# makes earlier figures incomparable (volatile facts such as platform strings stay out).
+FINGERPRINT_KEYS = ("cpu", "logical_cores", "gpu", "runtime", "runtime_version", "provider",
+                    "precision", "threads", "graph_optimization", "mode", "batch", "input_shape",
+                    "session_config", "remote_device")
+
+
+def device_fingerprint(device: Mapping[str, Any]) -> str:
+    """Short stable hash of the parts of `device` that decide what a latency figure means."""
+    chosen = {k: device[k] for k in FINGERPRINT_KEYS if k in device}
+    text = json.dumps(chosen, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+class Runtime(ABC):
+    """One deployment runtime with fixed settings (threads, precision, ...).
+
+    `options` are strings from the command line or values from Python; `parse_options`
+    validates them and fills defaults, and what it returns is recorded with every figure.
+    """
+
+    name: ClassVar[str] = "runtime"
+    artifact_suffix: ClassVar[str] = ".onnx"
+    option_help: ClassVar[Mapping[str, str]] = {}
+
+    def __init__(self, options: Mapping[str, Any] | None = None) -> None:
+        options = dict(options or {})
+        unknown = sorted(set(options) - set(self.option_help))
+        if unknown:
+            known = ", ".join(sorted(self.option_help)) or "none"
+            raise SlimdeployError(
+                f"runtime {self.name!r} has no option {', '.join(map(repr, unknown))}; its options: {known}")
+        self.options: dict[str, Any] = self.parse_options(options)
+
+    def parse_options(self, options: dict[str, Any]) -> dict[str, Any]:
+        """Validated options with defaults filled in (override in plugins that take options)."""
+        return options
+
+    def describe(self) -> str:
+        settings = ",".join(f"{k}={v}" for k, v in sorted(self.options.items()))
+        return f"{self.name}({settings})" if settings else self.name
+
+    # -- artifacts
+
+    def export(self, model: Any, example_input: Any, path: Path) -> Path:
+        """Write `model`'s artifact for this runtime to `path` (default: ONNX, legacy exporter first)."""
+        from ..export import export_onnx  # torch lives behind this import
+
+        return export_onnx(model, example_input, Path(path))
+
+    @abstractmethod
+    def timer(self, artifact: Any, input_shape: Sequence[int] | None = None) -> Any:
+        """Load `artifact` (a path, or bytes where the runtime takes them) ready to time."""
+
+    # -- conditions
+
+    def device(self, input_shape: Sequence[int] | None = None) -> dict[str, Any]:
+        """The machine and settings a figure from this runtime is measured under."""
+        from ..latency.host import host_info
+
+        info = host_info()
+        info.update({"runtime": self.name, **{k: v for k, v in self.options.items()}})
+        if input_shape is not None:
+            info["input_shape"] = [int(d) for d in input_shape]
+            info["batch"] = int(input_shape[0]) if len(input_shape) else 1
+        return info
+
+    def fingerprint(self, input_shape: Sequence[int] | None = None) -> str:
+        return device_fingerprint(self.device(input_shape))
+
+    # -- the measurement protocol, shared by every plugin
+
+    def measure(self, artifact: Any, input_shape: Sequence[int] | None = None, **protocol: Any):
+        """`slimdeploy.latency.measure` on this runtime's timer for `artifact`."""
+        from ..latency.measure import measure
+
+        return measure(self.timer(artifact, input_shape), **protocol)
+
+    def compare(self, artifacts: Sequence[Any], input_shape: Sequence[int] | None = None, **protocol: Any):
+        """Interleaved comparison (`slimdeploy.latency.measure.compare`); ratios against artifacts[0]."""
+        from ..latency.measure import compare
+
+        return compare([self.timer(a, input_shape) for a in artifacts], **protocol)
+
+    def close(self) -> None:
+        """Release what the runtime holds (connections, devices)."""
