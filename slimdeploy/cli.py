@@ -9,6 +9,7 @@ import tempfile
 import warnings
 from pathlib import Path
 
+from .commands.profile import add_runtime_args, runtime_from_args
 from .errors import SlimdeployError
 
 EXIT_BAD_INPUT = 2
@@ -60,7 +61,6 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("compress", help="prune to a measured latency budget, fine-tune, export, verify, report")
     p.add_argument("model", metavar="MODEL",
                    help="torchvision:NAME, package.module:factory, or a directory written by slimdeploy")
-    p.add_argument("--runtime", default="onnxruntime", help="deployment runtime (onnxruntime)")
     p.add_argument("--latency", required=True, help="budget: fraction of the original (0.5x) or milliseconds (5ms)")
     p.add_argument("--macs", help="extra cap on MACs: fraction (0.5x) or count (300M)")
     p.add_argument("--params", help="extra cap on parameters: fraction (0.5x) or count (2M)")
@@ -70,7 +70,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=0.01)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--importance", default="l2", choices=["l2", "l1", "bn", "taylor"])
-    p.add_argument("--threads", type=int, help="runtime intra-op threads (default: all cores)")
+    add_runtime_args(p)
+    p.add_argument("--latency-model", default="fit",
+                   help="fit (measure sampled widths, search on the fitted model; default), measure (time every "
+                        "candidate), or a directory from `slimdeploy profile`")
+    p.add_argument("--samples", type=int, default=24, help="configurations measured to fit the latency model")
+    p.add_argument("--db", help="latency database (default: the user cache, or $SLIMDEPLOY_DB)")
     p.add_argument("--input-shape", help="example input shape, e.g. 1,3,224,224")
     p.add_argument("--quiet", action="store_true", help="print nothing but errors (and --json)")
     p.add_argument("--json", action="store_true", help="print report.json to stdout")
@@ -81,6 +86,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="demo-out", help="output directory (default demo-out)")
     p.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads (default 1)")
     p.set_defaults(func=cmd_demo)
+
+    from .commands import agent, db, profile  # each adds its own sub-command(s)
+
+    for module in (profile, agent, db):
+        module.register(sub)
     return parser
 
 
@@ -212,12 +222,14 @@ def cmd_compress(args) -> int:
     from . import zoo
     from .pipeline import compress
 
-    if args.finetune_epochs < 0 or args.batch_size <= 0 or (args.threads is not None and args.threads <= 0):
-        raise SlimdeployError("--finetune-epochs must be >= 0, --batch-size and --threads > 0")
+    if args.finetune_epochs < 0 or args.batch_size <= 0 or args.samples < 8:
+        raise SlimdeployError("--finetune-epochs must be >= 0, --batch-size > 0 and --samples >= 8")
+    runtime = runtime_from_args(args)
     say = (lambda text: None) if args.quiet or args.json else (lambda text: print(text, file=sys.stderr))
     report = compress(args.model, args.out, latency=args.latency, macs=args.macs, params=args.params,
                       data=args.data, method=args.method, finetune_epochs=args.finetune_epochs, lr=args.lr,
-                      batch_size=args.batch_size, threads=args.threads, runtime=args.runtime,
+                      batch_size=args.batch_size, runtime=runtime, latency_model=args.latency_model,
+                      profile_samples=args.samples, db=args.db,
                       input_shape=zoo.parse_input_shape(args.input_shape) if args.input_shape else None,
                       importance=args.importance, say=say)
     if args.json:

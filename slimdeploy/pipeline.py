@@ -1,7 +1,8 @@
 """compress(): inspect → measure → search under the budget → prune → fine-tune → export → verify → report.
 
-The delivered model is measured against the original interleaved on the same runtime and threads;
-if noise let a candidate through that measures over budget, the search is re-run with a tighter
+The search scores candidates with a latency model fitted to measurements on the runtime (or, if
+asked, measures every candidate). The delivered model is then measured against the original
+interleaved on the same runtime; if it measures over budget, the search is re-run with a tighter
 target. Everything is built in a staging folder and renamed into place at the end.
 """
 from __future__ import annotations
@@ -22,24 +23,43 @@ from .checkpoint import MANIFEST, load_model, replace_dir, save
 from .errors import SlimdeployError
 from .export import export_onnx, verify_onnx
 from .inspection import count_macs_params
-from .latency.measure import compare, measure
-from .latency.oracle import LatencyOracle
+from .latency.db import LatencyDB
+from .latency.oracle import MeasuredLatency, PredictedLatency
+from .latency.predictor import LatencyModel
+from .latency.profile import build_profile, staircase
+from .runtimes import Runtime, get_runtime
 from .prune import group_scores, prune, retained_importance
 from .report import write_reports
 from .search import BudgetUnreachable, SearchProblem, get_searcher
 from .space import Widths
 
-RUNTIMES = ("onnxruntime",)
+LATENCY_SOURCES = ("fit", "measure")
+
+
+def resolve_runtime(runtime: str | Runtime, threads: int | None = None) -> Runtime:
+    """A `Runtime` from a spec such as ``onnxruntime`` or ``remote:http://HOST:PORT``; `threads` set where it applies."""
+    if isinstance(runtime, Runtime):
+        return runtime
+    options = {"threads": threads} if threads is not None else {}
+    return get_runtime(runtime, options)
 
 
 def compress(model: str | nn.Module, out: str | os.PathLike, latency: str = "0.5x", macs: str | None = None,
              params: str | None = None, data: str | None = None, method: str = "uniform", finetune_epochs: int = 0,
              lr: float = 0.01, batch_size: int = 64, threads: int | None = None, input_shape=None,
-             runtime: str = "onnxruntime", importance: str = "l2", align: int = 8, seed: int = 0,
-             say: Callable[[str], None] = print, retries: int = 2) -> dict:
-    """Deliver a pruned model in `out` whose measured latency meets the budget; returns report.json's content."""
-    if runtime not in RUNTIMES:
-        raise SlimdeployError(f"unknown runtime {runtime!r}; available: {', '.join(RUNTIMES)}")
+             runtime: str | Runtime = "onnxruntime", importance: str = "l2", align: int = 8, seed: int = 0,
+             say: Callable[[str], None] = print, retries: int = 2, latency_model: str = "fit",
+             profile_samples: int = 24, db: str | os.PathLike | None = None) -> dict:
+    """Deliver a pruned model in `out` whose measured latency meets the budget; returns report.json's content.
+
+    `latency_model` is "fit" (measure `profile_samples` configurations, fit a model, search on its
+    predictions), "measure" (time every candidate), or a directory written by `slimdeploy profile`.
+    Measurements are kept in the latency database `db` (default: the user cache).
+    """
+    if latency_model not in LATENCY_SOURCES and not Path(latency_model, "latency_model.json").is_file():
+        raise SlimdeployError(f"latency_model must be one of {', '.join(LATENCY_SOURCES)} or a directory holding "
+                              f"latency_model.json (from `slimdeploy profile`), got {latency_model!r}")
+    rt = resolve_runtime(runtime, threads)
     budget = Budget(parse_latency(latency), parse_count(macs, "MACs") if macs else None,
                     parse_count(params, "params") if params else None)
     searcher = get_searcher(method)
@@ -61,13 +81,15 @@ def compress(model: str | nn.Module, out: str | os.PathLike, latency: str = "0.5
     say(f"analysing channel groups of {spec}")
     analysis = analyse(model, x)
     macs0, params0 = count_macs_params(model, x)
-    oracle = LatencyOracle(model, x, analysis, threads=threads)
+    measured = MeasuredLatency(model, x, analysis, rt)
     staging = out.parent / f".{out.name}.staging-{os.getpid()}"
     try:
-        say(f"measuring the original on {runtime} ({threads or os.cpu_count()} threads)")
+        say(f"measuring the original on {rt.describe()}")
         scorer, score_kind = _scorer(model, x, analysis, loaders, importance)
-        original = measure(oracle.reference, threads=threads)
+        original = rt.measure(measured.reference, shape)
         limits = budget.resolve(original.median_ms, macs0, params0)
+        latency, offered, profile_info = _latency_source(latency_model, model, x, analysis, rt, measured,
+                                                         profile_samples, seed, db, align, say)
         target = limits["latency_ms"] / original.median_ms
 
         def within_caps(widths: Widths) -> bool:
@@ -77,7 +99,7 @@ def compress(model: str | nn.Module, out: str | os.PathLike, latency: str = "0.5
             return (not limits["macs"] or m <= limits["macs"]) and (not limits["params"] or p <= limits["params"])
 
         for attempt in range(retries + 1):
-            problem = SearchProblem(analysis.space, oracle.ratio, target, scorer, within_caps, align, say)
+            problem = SearchProblem(analysis.space, latency, target, scorer, within_caps, align, say, offered)
             say(f"searching widths ({method}) for latency <= {target:.3f}x of the original")
             try:
                 result = searcher.search(problem)
@@ -95,7 +117,8 @@ def compress(model: str | nn.Module, out: str | os.PathLike, latency: str = "0.5
             say("verifying ONNX parity and measuring original vs compressed interleaved")
             parity = verify_onnx(pruned, onnx_path, x)
             parity.raise_if_failed()
-            final = compare([oracle.reference, onnx_path], threads=threads, rounds=12)
+            artifact = onnx_path if rt.artifact_suffix == ".onnx" else measured.export(result.widths, "delivered")
+            final = rt.compare([measured.reference, artifact], shape, rounds=12)
             original_ms, compressed_ms = (m.median_ms for m in final.measurements)
             met_latency = compressed_ms <= limits["latency_ms"] if not budget.latency.relative \
                 else final.ratios[1] <= budget.latency.value
@@ -120,10 +143,11 @@ def compress(model: str | nn.Module, out: str | os.PathLike, latency: str = "0.5
             "verification": parity.to_json(),
             "widths": result.widths.to_json(),
             "groups": {g.name: {"full": g.width, "kept": result.widths[g.name]} for g in analysis.space},
-            "runtime": {"name": runtime, "threads": final.measurements[0].threads,
+            "runtime": {"name": rt.name, "settings": rt.options, "threads": final.measurements[0].threads,
                         "device": final.measurements[0].device, "input_shape": list(shape)},
             "search": {"history": result.history, "notes": result.notes + analysis.notes,
-                       "latency_measurements": oracle.measurements, "attempts": attempt + 1},
+                       "latency_source": profile_info, "latency_measurements": measured.measurements,
+                       "attempts": attempt + 1},
             "finetune": {"epochs": finetune_epochs, "history": history},
         }
         write_reports(staging, report)
@@ -132,8 +156,38 @@ def compress(model: str | nn.Module, out: str | os.PathLike, latency: str = "0.5
         shutil.rmtree(staging, ignore_errors=True)
         raise
     finally:
-        oracle.close()
+        measured.close()
     return report
+
+
+def _latency_source(source, model, x, analysis, rt, measured, samples, seed, db, align, say):
+    """(latency ratio function, staircase widths offered or None, what the report says about it)."""
+    if source == "measure":
+        return measured.ratio, None, {"kind": "measured"}
+    if source == "fit":
+        say(f"fitting a latency model: {samples} configurations on {rt.describe()} (reused from the database "
+            f"where measured before)")
+        with LatencyDB(db) as database:
+            profile = build_profile(model, x, analysis, rt, samples=samples, seed=seed, db=database,
+                                    align=align, say=say)
+        fitted, info = profile.model, {"kind": "fitted", "validation": profile.validation, "cost": profile.cost}
+        v = profile.validation
+        if v.get("n_test"):
+            say(f"latency model: {v['within_5pct']:.0%} of {v['n_test']} held-out configurations within ±5% "
+                f"(MAPE {v['mape']:.1%})")
+    else:
+        fitted = LatencyModel.load(Path(source) / "latency_model.json")
+        if fitted.structure != analysis.space.fingerprint:
+            raise SlimdeployError(f"the latency model in {source} was fitted for structure {fitted.structure}, "
+                                  f"this model is {analysis.space.fingerprint}; run `slimdeploy profile` for it")
+        info = {"kind": "loaded", "path": str(source), "meta": fitted.meta}
+    stairs = staircase(fitted, analysis.space, align)
+    flat = sorted(g for g, v in stairs.items() if v["saves_nothing"])
+    if flat:
+        say(f"pruning saves nothing measurable in {len(flat)} group(s): {', '.join(flat[:5])}"
+            f"{' ...' if len(flat) > 5 else ''}")
+    info["groups_saving_nothing"] = flat
+    return PredictedLatency(fitted).ratio, {g: v["offered"] for g, v in stairs.items()}, info
 
 
 def _data(spec, shape, batch_size, seed):

@@ -10,7 +10,8 @@ from slimdeploy.data import load_dataset, make_loader
 from slimdeploy.errors import SlimdeployError
 from slimdeploy.export import export_onnx
 from slimdeploy.latency.measure import compare
-from slimdeploy.latency.oracle import LatencyOracle
+from slimdeploy.latency.oracle import MeasuredLatency
+from slimdeploy.runtimes import get_runtime
 from slimdeploy.pipeline import _scorer, compress
 from slimdeploy.search import SearchProblem, get_searcher
 from slimdeploy.train import train_classifier
@@ -40,8 +41,11 @@ def digits_model():
 def test_torchvision_model_without_data_meets_the_budget_on_measurement(tmp_path):
     out = tmp_path / "c"
     report = compress("torchvision:resnet18", out, latency="0.5x", input_shape=(1, 3, 64, 64), threads=1,
-                      say=lambda text: None)
+                      profile_samples=12, say=lambda text: None)
     assert report["latency_ms"]["ratio"] <= 0.5
+    source = report["search"]["latency_source"]
+    assert source["kind"] == "fitted" and source["cost"]["measured"] == 14
+    assert source["validation"]["n_test"] == 3
     assert report["latency_ms"]["compressed"] < report["latency_ms"]["original"]
     assert report["macs"]["compressed"] < report["macs"]["original"]
     assert report["accuracy"] is None and "data-free" in report["score"]["kind"]
@@ -59,7 +63,9 @@ def test_torchvision_model_without_data_meets_the_budget_on_measurement(tmp_path
 
 def test_small_model_with_digits_data_meets_the_budget_and_reports_accuracy(digits_model, tmp_path):
     report = compress(digits_model, tmp_path / "c", latency="0.6x", data="digits", method="uniform",
-                      finetune_epochs=1, input_shape=DIGITS_SHAPE, threads=1, say=lambda text: None)
+                      finetune_epochs=1, input_shape=DIGITS_SHAPE, threads=1, latency_model="measure",
+                      say=lambda text: None)
+    assert report["search"]["latency_source"]["kind"] == "measured"
     assert report["latency_ms"]["ratio"] <= 0.6
     acc = report["accuracy"]
     assert acc["dataset"] == "digits" and acc["original"] > 0.9
@@ -75,7 +81,7 @@ def test_greedy_is_never_worse_than_uniform_on_the_estimated_score(digits_model)
     loaders = {"train": make_loader(train, 64, shuffle=True), "val": make_loader(val, 64)}
     score, kind = _scorer(digits_model, x, analysis, loaders, "l2")
     assert "recalibration" in kind
-    oracle = LatencyOracle(digits_model, x, analysis, threads=1)
+    oracle = MeasuredLatency(digits_model, x, analysis, get_runtime("onnxruntime", {"threads": 1}))
     try:
         problem = SearchProblem(analysis.space, oracle.ratio, 0.6, score)
         greedy = get_searcher("greedy").search(problem)
@@ -89,7 +95,7 @@ def test_greedy_is_never_worse_than_uniform_on_the_estimated_score(digits_model)
 def test_unreachable_budget_names_the_lowest_latency_and_writes_nothing(tmp_path):
     with pytest.raises(SlimdeployError, match=r"lowest latency the search reached is 0\.\d+x"):
         compress("torchvision:mobilenet_v3_small", tmp_path / "c", latency="0.01x", input_shape=(1, 3, 64, 64),
-                 threads=1, say=lambda text: None)
+                 threads=1, profile_samples=8, say=lambda text: None)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -101,8 +107,10 @@ def test_missing_dataset_names_the_package_and_writes_nothing(tmp_path):
 
 
 def test_unknown_runtime_and_bad_budget_are_refused_before_any_work(tmp_path):
-    with pytest.raises(SlimdeployError, match="unknown runtime"):
-        compress("torchvision:resnet18", tmp_path / "c", runtime="tensorrt")
+    with pytest.raises(SlimdeployError, match="no runtime plugin named 'nosuch'"):
+        compress("torchvision:resnet18", tmp_path / "c", runtime="nosuch")
+    with pytest.raises(SlimdeployError, match="latency_model must be"):
+        compress("torchvision:resnet18", tmp_path / "c", latency_model=str(tmp_path / "nowhere"))
     with pytest.raises(SlimdeployError, match="bad latency budget"):
         compress("torchvision:resnet18", tmp_path / "c", latency="fast")
     assert list(tmp_path.iterdir()) == []

@@ -1,9 +1,9 @@
-"""Measured latency of candidate widths: prune, export to ONNX, time against the original interleaved.
+"""Latency of candidate widths as a ratio to the original: measured on the runtime, or predicted.
 
-Each candidate is timed in the same run as a fixed reference (the original model) and reported as
-a ratio to it, which cancels the drift of a shared machine (shared/LATENCY-NOTES.md). Results are
-cached per widths. Search-time measurements are capped at a few seconds each; the pipeline's final
-check of the delivered model uses the full protocol.
+`MeasuredLatency` prunes, exports and times each candidate interleaved with the original on the
+runtime (cached per widths): exact but seconds per query. `PredictedLatency` asks a fitted
+`LatencyModel` instead: microseconds per query, so a search can afford thousands; the pipeline
+re-measures what it delivers for real either way.
 """
 from __future__ import annotations
 
@@ -14,40 +14,56 @@ import torch
 import torch.nn as nn
 
 from ..analysis import Analysis
-from ..export import export_onnx
 from ..importance import FirstChannels
 from ..prune import prune
+from ..runtimes import Runtime
 from ..space import Widths
-from .measure import compare
+from .predictor import LatencyModel
 
 
-class LatencyOracle:
-    """widths → measured latency ratio to the original model (and milliseconds)."""
+class MeasuredLatency:
+    """widths → measured latency ratio to the original model, timed interleaved on `runtime`."""
 
-    def __init__(self, model: nn.Module, example_input: torch.Tensor, analysis: Analysis,
-                 threads: int | None = None, rounds: int = 6, max_seconds: float = 6.0):
-        self.model, self.example, self.analysis = model, example_input, analysis
-        self.threads, self.rounds, self.max_seconds = threads, rounds, max_seconds
+    def __init__(self, model: nn.Module, example_input: torch.Tensor, analysis: Analysis, runtime: Runtime,
+                 rounds: int = 6, max_seconds: float = 6.0):
+        self.model, self.example, self.analysis, self.runtime = model, example_input, analysis, runtime
+        self.shape = tuple(example_input.shape)
+        self.rounds, self.max_seconds = rounds, max_seconds
         self._dir = tempfile.TemporaryDirectory(prefix="slimdeploy-latency-")
-        self.reference = export_onnx(model, example_input, Path(self._dir.name) / "original.onnx")
+        self.reference = self.runtime.export(model, example_input, self.path("original"))
         self._cache: dict[tuple, float] = {}
         self.measurements = 0
 
-    def export(self, widths: Widths, path: Path) -> Path:
+    def path(self, stem: str) -> Path:
+        return Path(self._dir.name) / f"{stem}{self.runtime.artifact_suffix}"
+
+    def export(self, widths: Widths, stem: str = "candidate") -> Path:
         # Which channels stay does not change latency, so structure alone is pruned here.
         pruned = prune(self.model, widths, self.example, importance=FirstChannels(), analysis=self.analysis)
-        return export_onnx(pruned, self.example, path)
+        return self.runtime.export(pruned, self.example, self.path(stem))
 
     def ratio(self, widths: Widths) -> float:
         """Median over interleaved rounds of (candidate latency / original latency)."""
         key = tuple(sorted(widths.widths.items()))
         if key not in self._cache:
-            path = self.export(widths, Path(self._dir.name) / "candidate.onnx")
-            result = compare([self.reference, path], threads=self.threads, rounds=self.rounds,
-                             max_rounds=4 * self.rounds, max_seconds=self.max_seconds)
+            result = self.runtime.compare([self.reference, self.export(widths)], self.shape, rounds=self.rounds,
+                                          max_rounds=4 * self.rounds, max_seconds=self.max_seconds)
             self._cache[key] = float(result.ratios[1])
             self.measurements += 1
         return self._cache[key]
 
     def close(self) -> None:
         self._dir.cleanup()
+
+
+class PredictedLatency:
+    """widths → latency ratio to the full model, as a fitted latency model predicts it."""
+
+    def __init__(self, model: LatencyModel):
+        self.model = model
+        self.full_ms = model.predict({})
+        self.queries = 0
+
+    def ratio(self, widths: Widths) -> float:
+        self.queries += 1
+        return self.model.predict(widths.widths) / self.full_ms

@@ -46,6 +46,7 @@ class Runtime(ABC):
     name: ClassVar[str] = "runtime"
     artifact_suffix: ClassVar[str] = ".onnx"
     option_help: ClassVar[Mapping[str, str]] = {}
+    supports_node_times: ClassVar[bool] = False
 
     def __init__(self, options: Mapping[str, Any] | None = None) -> None:
         options = dict(options or {})
@@ -105,6 +106,12 @@ class Runtime(ABC):
         from ..latency.measure import compare
 
         return compare([self.timer(a, input_shape) for a in artifacts], **protocol)
+
+    def node_times(self, artifact: Any, input_shape: Sequence[int] | None = None,
+                   runs: int = 20) -> list[dict[str, Any]]:
+        """Per-node times ``[{"name", "op", "in_channels", "out_channels", "ms"}]`` where the runtime
+        reports them (see `supports_node_times`)."""
+        raise SlimdeployError(f"runtime {self.name!r} does not report per-node times")
 
     def close(self) -> None:
         """Release what the runtime holds (connections, devices)."""

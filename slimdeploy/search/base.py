@@ -20,8 +20,10 @@ class BudgetUnreachable(SlimdeployError):
 class SearchProblem:
     """What a searcher needs: the space, measured latency, caps and an accuracy estimate.
 
-    `latency(widths)` is the measured latency as a ratio to the original model; `within_caps`
-    checks the MACs/params caps; `score(widths)` estimates accuracy (higher is better).
+    `latency(widths)` is the latency (measured, or predicted by a fitted model) as a ratio to the
+    original; `within_caps` checks the MACs/params caps; `score(widths)` estimates accuracy
+    (higher is better). `offered`, when given, lists per group the widest width of each step of
+    its latency staircase; widths in between cost channels and save nothing.
     """
 
     space: WidthSpace
@@ -31,9 +33,31 @@ class SearchProblem:
     within_caps: Callable[[Widths], bool] = lambda w: True
     align: int = 8
     say: Callable[[str], None] = lambda text: None
+    offered: dict[str, list[int]] | None = None  # per group, widths where latency changes (staircase)
 
     def meets(self, widths: Widths) -> bool:
         return self.within_caps(widths) and self.latency(widths) <= self.target_ratio
+
+    def snap(self, widths: Widths) -> Widths:
+        """Each width raised to the widest offered width on its latency step (channels for free)."""
+        if not self.offered:
+            return widths
+        out = {}
+        for name, w in widths.widths.items():
+            out[name] = min((s for s in self.offered.get(name, ()) if s >= w), default=w)
+        return Widths(widths.structure, out)
+
+    def step_down(self, name: str, current: int, step: int, unit: int) -> int:
+        """A narrower width for group `name`: about `step` channels less, on a lower latency step."""
+        wanted = max(unit, current - step)
+        steps = (self.offered or {}).get(name)
+        if not steps:
+            return wanted
+        lower = [s for s in steps if s < current]
+        if not lower:
+            return current
+        at_most = [s for s in lower if s <= wanted]
+        return max(at_most) if at_most else max(lower)
 
     def smallest(self) -> Widths:
         return Widths(self.space.fingerprint, {g.name: g.unit(self.align) for g in self.space})

@@ -40,7 +40,7 @@ class GreedySearch(Searcher):
             for g in space:
                 unit = g.unit(problem.align)
                 step = max(unit, round(g.width * self.step_fraction / unit) * unit)
-                new = max(unit, current[g.name] - step)
+                new = problem.step_down(g.name, current[g.name], step, unit)
                 if new == current[g.name] or (g.name, new) in rejected:
                     continue
                 candidate = {**current, g.name: new}

@@ -23,7 +23,7 @@ class UniformSearch(Searcher):
         best = problem.smallest()
         for _ in range(self.steps):
             mid = (low + high) / 2
-            widths = problem.space.uniform(max(mid, 1e-6), problem.align)
+            widths = problem.snap(problem.space.uniform(max(mid, 1e-6), problem.align))
             ratio = problem.latency(widths)
             ok = ratio <= problem.target_ratio and problem.within_caps(widths)
             history.append({"multiplier": round(mid, 4), "latency_ratio": ratio, "meets": ok})

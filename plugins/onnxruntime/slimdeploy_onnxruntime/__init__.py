@@ -41,6 +41,7 @@ class OnnxRuntime(Runtime):
 
     name = "onnxruntime"
     artifact_suffix = ".onnx"
+    supports_node_times = True
     option_help = {
         "threads": "intra-op threads (default: every core this process may use)",
         "optimization": f"graph optimization level: {', '.join(OPTIMIZATION_LEVELS)} (default all)",
@@ -72,6 +73,15 @@ class OnnxRuntime(Runtime):
         o = self.options
         return OrtTimer(artifact, input_shape=input_shape, threads=o["threads"], optimization=o["optimization"],
                         seed=o["seed"], session_config=o.get("session_config"), provider=o["provider"])
+
+    def node_times(self, artifact: Any, input_shape: Sequence[int] | None = None,
+                   runs: int = 20) -> list[dict[str, Any]]:
+        """Per-node kernel times from ORT's profiler (see `profiling.profile_nodes`)."""
+        from .profiling import profile_nodes
+
+        o = self.options
+        return profile_nodes(artifact, input_shape, runs, threads=o["threads"], optimization=o["optimization"],
+                             seed=o["seed"], session_config=o.get("session_config"), provider=o["provider"])
 
     def device(self, input_shape: Sequence[int] | None = None) -> dict[str, Any]:
         info = device_info(self.options["optimization"], self.options["provider"])

@@ -64,6 +64,7 @@ class OrtTimer:
         seed: int = 0,
         session_config: dict[str, str] | None = None,
         provider: str = PROVIDER,
+        profile_prefix: str | None = None,
     ) -> None:
         import onnxruntime as ort
 
@@ -82,6 +83,9 @@ class OrtTimer:
         options.graph_optimization_level = getattr(
             ort.GraphOptimizationLevel, _ORT_LEVEL_NAMES[self.optimization])
         options.log_severity_level = 3
+        if profile_prefix:
+            options.enable_profiling = True
+            options.profile_file_prefix = profile_prefix
         for key, value in self.session_config.items():
             options.add_session_config_entry(str(key), str(value))
 

@@ -1,0 +1,170 @@
+"""Build a fitted latency model for one model on one runtime: sample widths, measure, fit, validate.
+
+Each configuration is pruned (which channels stay does not matter for latency), exported to the
+runtime's artifact and timed interleaved with the full model, so its figure is a ratio that a
+drifting machine cannot bend; where the runtime reports per-node times they are taken too.
+Every figure goes into the latency database keyed by structure, widths, runtime settings and
+device fingerprint, so a second identical run measures nothing.
+"""
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from ..analysis import Analysis
+from ..errors import SlimdeployError
+from ..importance import FirstChannels
+from ..inspection import count_macs_params
+from ..prune import prune
+from ..runtimes import Runtime
+from ..space import Widths, WidthSpace, atomic_write_text
+from .db import Figure, LatencyDB
+from .predictor import LatencyModel, Sample, fit, validate
+from .sampling import covering_samples
+
+KIND = "sample"  # a configuration timed against the full model, with node times where available
+
+
+class ConfigMeasurer:
+    """widths → measured `Sample` (ratio to the full model, node times), cached in the database."""
+
+    def __init__(self, model: nn.Module, example: torch.Tensor, analysis: Analysis, runtime: Runtime,
+                 db: LatencyDB | None = None, rounds: int = 5, max_seconds: float = 4.0, node_runs: int = 20):
+        self.model, self.example, self.analysis, self.runtime, self.db = model, example, analysis, runtime, db
+        self.rounds, self.max_seconds, self.node_runs = rounds, max_seconds, node_runs
+        self.shape = tuple(example.shape)
+        self.device = runtime.fingerprint(self.shape)
+        self._dir = tempfile.TemporaryDirectory(prefix="slimdeploy-profile-")
+        self.reference = runtime.export(model, example, Path(self._dir.name) / f"full{runtime.artifact_suffix}")
+        self.measured = 0
+        self.reused = 0
+
+    @property
+    def space(self) -> WidthSpace:
+        return self.analysis.space
+
+    def _key(self, widths: Widths) -> dict[str, Any]:
+        return {"structure": self.space.fingerprint, "widths": widths.widths, "runtime": self.runtime.name,
+                "settings": self.runtime.options, "device": self.device, "kind": KIND}
+
+    def figure(self, widths: Widths) -> Figure:
+        """The stored figure for `widths`, measuring it first when the database has none."""
+        if self.db is not None:
+            found = self.db.get(**self._key(widths))
+            if found is not None:
+                self.reused += 1
+                return found
+        pruned = prune(self.model, widths, self.example, importance=FirstChannels(), analysis=self.analysis)
+        macs, _ = count_macs_params(pruned, self.example)
+        path = self.runtime.export(pruned, self.example,
+                                   Path(self._dir.name) / f"candidate{self.runtime.artifact_suffix}")
+        result = self.runtime.compare([self.reference, path], self.shape, rounds=self.rounds,
+                                      max_rounds=3 * self.rounds, max_seconds=self.max_seconds)
+        nodes = self.runtime.node_times(path, self.shape, self.node_runs) if self.runtime.supports_node_times else []
+        m = result.measurements[1]
+        figure = Figure(**self._key(widths), median_ms=m.median_ms, iqr_ms=m.iqr_ms, cv=m.cv, runs=m.runs,
+                        payload={"ratio": result.ratios[1], "ratio_iqr": result.ratio_iqr[1],
+                                 "reference_ms": result.measurements[0].median_ms, "stable": result.stable,
+                                 "macs": macs, "nodes": nodes, "device_info": m.device})
+        if self.db is not None:
+            self.db.put(figure)
+        self.measured += 1
+        return figure
+
+    def close(self) -> None:
+        self._dir.cleanup()
+
+
+def samples_from_figures(figures: list[Figure]) -> tuple[list[Sample], float]:
+    """Samples in ms: each ratio times the median reference latency over all figures."""
+    reference_ms = float(np.median([f.payload["reference_ms"] for f in figures]))
+    return [Sample(dict(f.widths), f.payload["ratio"] * reference_ms, list(f.payload.get("nodes") or []),
+                   f.payload.get("macs")) for f in figures], reference_ms
+
+
+@dataclass
+class Profile:
+    """A fitted latency model with its held-out validation and what building it cost."""
+
+    model: LatencyModel
+    validation: dict[str, Any]
+    staircase: dict[str, Any]
+    cost: dict[str, Any] = field(default_factory=dict)
+
+    def write(self, out: str | Path) -> Path:
+        """DIR/latency_model.json, DIR/validation.json, DIR/staircase.json (each written atomically)."""
+        import json
+
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / "latency_model.json", json.dumps(self.model.to_json(), indent=1))
+        atomic_write_text(out / "validation.json", json.dumps({**self.validation, "cost": self.cost}, indent=2))
+        atomic_write_text(out / "staircase.json", json.dumps(self.staircase, indent=2))
+        return out
+
+
+def build_profile(model: nn.Module, example: torch.Tensor, analysis: Analysis, runtime: Runtime,
+                  samples: int = 60, test_fraction: float = 0.25, seed: int = 0, db: LatencyDB | None = None,
+                  align: int = 8, say: Callable[[str], None] = lambda s: None) -> Profile:
+    """Measure `samples` covering configurations (plus the full and the smallest), fit on the
+    training part, validate on every `1/test_fraction`-th configuration held out."""
+    if samples < 8:
+        raise SlimdeployError(f"a latency model needs at least 8 samples, got {samples}")
+    start = time.perf_counter()
+    measurer = ConfigMeasurer(model, example, analysis, runtime, db)
+    space = analysis.space
+    try:
+        configs = covering_samples(space, samples, seed=seed, align=align)
+        step = max(2, round(1 / test_fraction)) if test_fraction > 0 else 0
+        test_idx = set(range(step - 1, samples, step)) if step else set()
+        extremes = [space.full(), Widths(space.fingerprint, {g.name: g.unit(align) for g in space})]
+        figures = []
+        for i, widths in enumerate(configs + extremes):
+            figures.append(measurer.figure(widths))
+            if (i + 1) % 10 == 0:
+                say(f"  {i + 1}/{len(configs) + 2} configurations ({measurer.measured} measured, "
+                    f"{measurer.reused} from the database)")
+        all_samples, reference_ms = samples_from_figures(figures)
+        train = [s for i, s in enumerate(all_samples) if i not in test_idx]
+        test = [s for i, s in enumerate(all_samples) if i in test_idx]
+        meta = {"runtime": runtime.name, "settings": runtime.options, "device": measurer.device,
+                "device_info": figures[0].payload.get("device_info"), "input_shape": list(example.shape),
+                "reference_ms": reference_ms}
+        fitted = fit(train, space.fingerprint, {g.name: g.width for g in space}, meta)
+        report = validate(fitted, train, test) if test else {"n_train": len(train), "n_test": 0}
+        report.update({"runtime": runtime.describe(), "device": meta["device_info"],
+                       "device_fingerprint": measurer.device, "reference_ms": reference_ms,
+                       "node_times": fitted.meta["node_times"]})
+        cost = {"configurations": len(figures), "measured": measurer.measured,
+                "from_database": measurer.reused, "seconds": round(time.perf_counter() - start, 1)}
+        return Profile(fitted, report, staircase(fitted, space, align), cost)
+    finally:
+        measurer.close()
+
+
+def staircase(model: LatencyModel, space: WidthSpace, align: int = 8, tolerance: float = 0.001,
+              saves_nothing_below: float = 0.005) -> dict[str, Any]:
+    """Per group, predicted latency over its widths with every other group full.
+
+    `offered` keeps, for each step of the curve, the widest width on it: narrowing further
+    without reaching the next step removes channels for no gain. A group whose narrowest width
+    saves less than `saves_nothing_below` of the full latency is flagged.
+    """
+    full = {g.name: g.width for g in space}
+    full_ms = model.predict(full)
+    out: dict[str, Any] = {}
+    for g in space:
+        widths = g.allowed(align)
+        ms = [model.predict({**full, g.name: w}) for w in widths]
+        offered = [w for i, w in enumerate(widths)
+                   if i == len(widths) - 1 or ms[i + 1] - ms[i] > tolerance * full_ms]
+        out[g.name] = {"widths": widths, "ms": [round(v, 5) for v in ms], "offered": offered,
+                       "saves_nothing": (full_ms - ms[0]) < saves_nothing_below * full_ms}
+    return out
