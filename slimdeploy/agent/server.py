@@ -1,0 +1,616 @@
+"""`slimdeploy agent`: an HTTP service that measures ONNX models on the device it runs on.
+
+API (every reply is JSON; every error reply is ``{"error": "..."}``):
+
+* ``GET /v1/health`` - no token; ``{"status", "service", "version", "busy"}`` and nothing else.
+* ``GET /v1/device`` - token; the device and runtime facts a figure would be recorded with
+  (query: threads, optimization, provider). The ``remote`` runtime builds its fingerprint on it.
+* ``POST /v1/measure`` - token (``Authorization: Bearer TOKEN``), body: the ONNX model's bytes,
+  query: runtime settings (threads, optimization, provider, seed, input_shape=1,3,224,224) and
+  protocol settings of `slimdeploy.latency.measure.measure` (max_seconds, min_runs, ...).
+  200: `Measurement.to_dict()` (median_ms, iqr_ms, cv, runs, device, ...).
+
+Refusals: 401 missing/wrong token; 411 no Content-Length; 413 body over ``max_bytes`` (decided
+from the header, before reading); 400 bad parameters or bytes that are not a loadable ONNX
+model (with the reason); 429 with Retry-After when ``queue`` requests already wait; 504 when a
+measurement outlives ``request_timeout`` (its process is killed).
+
+Measurements run one at a time, each in a fresh child process (``python -c``, fed the model on
+stdin, answering one JSON line): a slow or crashing model cannot stall or take down the agent.
+Nothing is ever unpickled. This module must not import torch.
+"""
+from __future__ import annotations
+
+import hmac
+import json
+import math
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, Mapping
+from urllib.parse import parse_qs
+
+from slimdeploy import __version__
+from slimdeploy.errors import SlimdeployError
+
+TOKEN_ENV = "SLIMDEPLOY_AGENT_TOKEN"
+DEFAULT_PORT = 8757
+DEFAULT_MAX_BYTES = 256 * 1024 * 1024
+DEFAULT_QUEUE = 4
+DEFAULT_REQUEST_TIMEOUT = 120.0
+MAX_CONNECTIONS = 64          # open connections at once; more are answered 503 and closed
+SOCKET_TIMEOUT = 60.0         # seconds a client may stall while sending
+DRAIN_BYTES = 4 * 1024 * 1024  # at most this much of a refused body is read before closing
+DRAIN_SECONDS = 2.0
+MAX_INPUT_ELEMENTS = 1 << 28
+
+WORKER_CODE = "from slimdeploy.agent.server import worker_main; raise SystemExit(worker_main())"
+
+# Query parameters of POST /v1/measure: name -> (type, lowest, highest); None = the request timeout.
+RUNTIME_PARAMS = ("threads", "optimization", "provider", "seed", "input_shape")
+_INT_PARAMS = {"threads": (1, 4096), "seed": (0, 2**63 - 1), "warmup": (0, 100_000),
+               "min_round_runs": (1, 1_000_000), "min_runs": (1, 10_000_000),
+               "max_runs": (1, 10_000_000), "window": (1, 100_000), "settle": (1, 1000)}
+_FLOAT_PARAMS = {"max_seconds": (0.0, None), "warmup_s": (0.0, None), "round_s": (0.0, 60.0),
+                 "rtol": (0.0, 100.0), "target_cv": (0.0, 100.0), "max_round_cv": (0.0, 100.0)}
+MEASURE_PARAMS = tuple(sorted({"optimization", "provider", "input_shape", *_INT_PARAMS, *_FLOAT_PARAMS}))
+DEVICE_PARAMS = ("optimization", "provider", "threads")
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    """What `serve` needs; `check` raises `SlimdeployError` on values that cannot work."""
+
+    token: str
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+    max_bytes: int = DEFAULT_MAX_BYTES
+    queue: int = DEFAULT_QUEUE
+    request_timeout: float = DEFAULT_REQUEST_TIMEOUT
+    threads: int | None = None
+
+    def check(self) -> None:
+        if not self.token:
+            raise SlimdeployError(f"the agent needs a token: pass --token-file PATH or set {TOKEN_ENV}")
+        if not 0 <= self.port <= 65535:
+            raise SlimdeployError(f"--port must be between 0 and 65535, got {self.port}")
+        if self.max_bytes < 1:
+            raise SlimdeployError(f"--max-bytes must be positive, got {self.max_bytes}")
+        if self.queue < 0:
+            raise SlimdeployError(f"--queue must be 0 or more, got {self.queue}")
+        if not (self.request_timeout > 0 and math.isfinite(self.request_timeout)):
+            raise SlimdeployError(f"--request-timeout must be a positive number of seconds, "
+                                  f"got {self.request_timeout}")
+        if self.threads is not None and self.threads < 1:
+            raise SlimdeployError(f"--threads must be a positive integer, got {self.threads}")
+
+
+def load_token(token_file: str | None = None, environ: Mapping[str, str] | None = None) -> str:
+    """The shared token: the contents of `token_file` (stripped), else ``$SLIMDEPLOY_AGENT_TOKEN``."""
+    environ = os.environ if environ is None else environ
+    if token_file:
+        try:
+            token = Path(token_file).read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise SlimdeployError(f"cannot read the token file {token_file}: {exc}") from None
+        if not token:
+            raise SlimdeployError(f"the token file {token_file} is empty; write a long random token into it")
+        return token
+    token = environ.get(TOKEN_ENV, "").strip()
+    if not token:
+        raise SlimdeployError(f"the agent refuses to start without a token: pass --token-file PATH or set "
+                              f"{TOKEN_ENV} (the searching host must use the same token)")
+    return token
+
+
+# ----------------------------------------------------------------------------- parameters
+
+
+class BadRequest(Exception):
+    """A request the agent refuses with 400 and this message."""
+
+
+def parse_query(query: str, allowed: tuple[str, ...]) -> dict[str, str]:
+    """Query parameters as single strings; unknown or repeated ones are refused."""
+    try:
+        raw = parse_qs(query, keep_blank_values=True, strict_parsing=False, max_num_fields=100)
+    except ValueError as exc:
+        raise BadRequest(f"cannot parse the query string: {exc}") from None
+    unknown = sorted(set(raw) - set(allowed))
+    if unknown:
+        raise BadRequest(f"unknown query parameter {', '.join(map(repr, unknown))}; known: {', '.join(allowed)}")
+    repeated = sorted(k for k, v in raw.items() if len(v) > 1)
+    if repeated:
+        raise BadRequest(f"query parameter {', '.join(map(repr, repeated))} given more than once")
+    return {k: v[0] for k, v in raw.items()}
+
+
+def _number(name: str, text: str, kind: type, low: float, high: float) -> Any:
+    try:
+        value = kind(text)
+    except ValueError:
+        raise BadRequest(f"{name} must be {'an integer' if kind is int else 'a number'}, got {text!r}") from None
+    if kind is float and not math.isfinite(value):
+        raise BadRequest(f"{name} must be finite, got {text!r}")
+    lowest_ok = value >= low if kind is int else value > low
+    if not lowest_ok or value > high:
+        bound = f">= {low}" if kind is int else f"> {low}"
+        raise BadRequest(f"{name} must be {bound} and <= {high:g}, got {text!r}")
+    return value
+
+
+def _input_shape(text: str) -> list[int]:
+    try:
+        dims = [int(d) for d in text.split(",")]
+    except ValueError:
+        raise BadRequest(f"input_shape must be comma-separated integers such as 1,3,224,224, got {text!r}") from None
+    if not 1 <= len(dims) <= 8 or any(d < 1 for d in dims):
+        raise BadRequest(f"input_shape must have 1 to 8 positive dimensions, got {text!r}")
+    if math.prod(dims) > MAX_INPUT_ELEMENTS:
+        raise BadRequest(f"input_shape {text!r} has more than {MAX_INPUT_ELEMENTS} elements")
+    return dims
+
+
+def _runtime_value(name: str, text: str) -> Any:
+    if name == "optimization":
+        from slimdeploy_onnxruntime.timer import _check_optimization
+
+        try:
+            return _check_optimization(text)
+        except SlimdeployError as exc:
+            raise BadRequest(str(exc)) from None
+    if name == "provider":
+        import onnxruntime as ort
+
+        available = ort.get_available_providers()
+        if text not in available:
+            raise BadRequest(f"provider {text!r} is not available on this agent; available: {', '.join(available)}")
+        return text
+    if name == "input_shape":
+        return _input_shape(text)
+    low, high = _INT_PARAMS[name]
+    return _number(name, text, int, low, high)
+
+
+def measure_params(query: str, config: AgentConfig) -> dict[str, Any]:
+    """``{"runtime": options, "input_shape": dims or None, "protocol": kwargs}`` of a measure request."""
+    raw = parse_query(query, MEASURE_PARAMS)
+    runtime: dict[str, Any] = {} if config.threads is None else {"threads": config.threads}
+    protocol: dict[str, Any] = {}
+    input_shape = None
+    for name, text in raw.items():
+        if name == "input_shape":
+            input_shape = _input_shape(text)
+        elif name in RUNTIME_PARAMS:
+            runtime[name] = _runtime_value(name, text)
+        elif name in _INT_PARAMS:
+            protocol[name] = _number(name, text, int, *_INT_PARAMS[name])
+        else:
+            low, high = _FLOAT_PARAMS[name]
+            protocol[name] = _number(name, text, float, low, config.request_timeout if high is None else high)
+    protocol.setdefault("max_seconds", min(10.0, config.request_timeout / 2))
+    return {"runtime": runtime, "input_shape": input_shape, "protocol": protocol}
+
+
+def check_onnx(body: bytes) -> str | None:
+    """Why `body` is not an ONNX model the agent will measure, or None (full load: in the worker)."""
+    if not body:
+        return "the body is empty; send the ONNX model's bytes"
+    try:
+        import onnx
+    except ImportError:  # the worker's onnxruntime load still checks the bytes
+        return None
+    model = onnx.ModelProto()
+    try:
+        model.ParseFromString(body)
+    except Exception as exc:  # protobuf's DecodeError and friends
+        return f"the body is not an ONNX model (it does not parse as an ONNX ModelProto: {exc})"
+    if model.ir_version <= 0 or not model.HasField("graph") or not model.graph.node:
+        return "the body is not an ONNX model (no ir_version or an empty graph)"
+    tensors = list(model.graph.initializer) + [a.t for n in model.graph.node for a in n.attribute if a.HasField("t")]
+    if any(t.data_location == onnx.TensorProto.EXTERNAL for t in tensors):
+        return "the model refers to external data files; send one with its weights embedded"
+    return None
+
+
+# ----------------------------------------------------------------------------- the worker process
+
+
+def worker_main() -> int:
+    """Child process: read one JSON line of parameters and the model from stdin, measure, answer one
+    JSON line ``{"status": 200, "result": ...}`` or ``{"status": 4xx/5xx, "error": ...}`` on stdout."""
+    reply_to = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)  # stray prints from libraries must not corrupt the answer
+    try:
+        params = json.loads(sys.stdin.buffer.readline())
+        reply = {"status": 200, "result": _measure(sys.stdin.buffer.read(), params)}
+    except SlimdeployError as exc:
+        reply = {"status": 400, "error": str(exc)}
+    except Exception as exc:
+        if type(exc).__module__.startswith("onnxruntime"):
+            first = (str(exc).strip().splitlines() or [""])[0][:500]
+            reply = {"status": 400, "error": f"the model loaded but failed to run in onnxruntime: {first}"}
+        else:
+            reply = {"status": 500, "error": f"measuring failed: {type(exc).__name__}: {str(exc)[:500]}"}
+    reply_to.write(json.dumps(reply) + "\n")
+    reply_to.flush()
+    return 0
+
+
+def _measure(body: bytes, params: dict[str, Any]) -> dict[str, Any]:
+    from slimdeploy.latency.measure import measure
+    from slimdeploy.runtimes import get_runtime
+
+    timer = get_runtime("onnxruntime", params["runtime"]).timer(body, params["input_shape"])
+    return measure(timer, **params["protocol"]).to_dict()
+
+
+# ----------------------------------------------------------------------------- the server
+
+
+class AgentServer(ThreadingHTTPServer):
+    """The HTTP server plus the state shared by its request threads (queue, lock, running child)."""
+
+    daemon_threads = True
+
+    def __init__(self, config: AgentConfig) -> None:
+        self.config = config
+        self.address_family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
+        self._state = threading.Lock()
+        self._pending = 0                        # admitted measure requests: running + waiting
+        self.measure_lock = threading.Lock()     # one measurement at a time
+        self._connections = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        self._child: subprocess.Popen | None = None
+        self._last_seconds = 1.0
+        self._device_cache: dict[tuple, dict[str, Any]] = {}
+        self._workdir = tempfile.TemporaryDirectory(prefix="slimdeploy-agent-")
+        super().__init__((config.host, config.port), AgentHandler)
+
+    @property
+    def url(self) -> str:
+        host, port = self.server_address[:2]
+        return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+    # -- connections
+
+    def process_request(self, request, client_address) -> None:
+        if not self._connections.acquire(blocking=False):
+            _send_raw(request, 503, {"error": "the agent has too many open connections; try again shortly"})
+            self.shutdown_request(request)
+            return
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request, client_address) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._connections.release()
+
+    def handle_error(self, request, client_address) -> None:
+        """A connection that failed (client gone, timed out) is logged in one line; bugs with a traceback."""
+        exc = sys.exc_info()[1]
+        if isinstance(exc, OSError):
+            print(f"slimdeploy agent: connection from {client_address[0]} failed: {exc!r}", file=sys.stderr)
+        else:
+            super().handle_error(request, client_address)
+
+    # -- queue
+
+    @property
+    def busy(self) -> bool:
+        return self._pending > 0
+
+    def admit(self) -> bool:
+        """Take a place for one measure request: running, or one of `queue` waiting."""
+        with self._state:
+            if self._pending >= 1 + self.config.queue:
+                return False
+            self._pending += 1
+            return True
+
+    def leave(self) -> None:
+        with self._state:
+            self._pending -= 1
+
+    def retry_after(self) -> int:
+        return max(1, math.ceil(min(self._last_seconds, self.config.request_timeout)))
+
+    # -- measuring
+
+    def device(self, runtime: dict[str, Any]) -> dict[str, Any]:
+        """What a figure under `runtime` settings is recorded with (no input shape)."""
+        key = tuple(sorted(runtime.items()))
+        if key not in self._device_cache:
+            from slimdeploy.latency.host import available_cores
+            from slimdeploy_onnxruntime.timer import PROVIDER, device_info
+
+            info = device_info(runtime.get("optimization", "all"), runtime.get("provider", PROVIDER))
+            info["threads"] = runtime.get("threads", available_cores())
+            self._device_cache[key] = info
+        return dict(self._device_cache[key])
+
+    def run_measurement(self, body: bytes, params: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        """Measure in a fresh child process, killed after ``request_timeout``; (HTTP status, reply)."""
+        timeout = self.config.request_timeout
+        start = time.monotonic()
+        env = _worker_env()
+        proc = subprocess.Popen([sys.executable, "-c", WORKER_CODE], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=self._workdir.name, env=env)
+        self._child = proc
+        try:
+            out, err = proc.communicate(json.dumps(params).encode() + b"\n" + body, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+            return 504, {"error": f"the measurement ran past the agent's request timeout of {timeout:g} s and was "
+                                  f"stopped; ask for a smaller max_seconds, or start the agent with a larger "
+                                  f"--request-timeout"}
+        finally:
+            self._child = None
+            self._last_seconds = time.monotonic() - start
+        return _worker_reply(proc.returncode, out, err)
+
+    def stop_child(self) -> None:
+        child = self._child
+        if child is not None and child.poll() is None:
+            child.kill()
+
+    def server_close(self) -> None:
+        self.stop_child()
+        super().server_close()
+        self._workdir.cleanup()
+
+
+def _worker_env() -> dict[str, str]:
+    """The agent's environment without the token, with this package importable from any cwd."""
+    env = {k: v for k, v in os.environ.items() if k != TOKEN_ENV}
+    root = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = os.pathsep.join([root] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
+    return env
+
+
+def _worker_reply(returncode: int, out: bytes, err: bytes) -> tuple[int, dict[str, Any]]:
+    lines = out.decode("utf-8", "replace").strip().splitlines()
+    try:
+        reply = json.loads(lines[-1])
+        status = int(reply["status"])
+    except (IndexError, ValueError, KeyError, TypeError):
+        tail = (err.decode("utf-8", "replace").strip().splitlines() or ["no message"])[-1][:300]
+        print(f"slimdeploy agent: measuring process failed (exit code {returncode}): {tail}", file=sys.stderr)
+        return 500, {"error": f"the measuring process crashed (exit code {returncode}): {tail}"}
+    if status == 200:
+        return 200, reply["result"]
+    return status, {"error": str(reply.get("error", "measuring failed"))}
+
+
+def _json_bytes(payload: Any) -> bytes:
+    return json.dumps(payload).encode("utf-8")
+
+
+def _send_raw(sock: socket.socket, status: int, payload: dict[str, Any]) -> None:
+    body = _json_bytes(payload)
+    head = (f"HTTP/1.0 {status} {BaseHTTPRequestHandler.responses.get(status, ('',))[0]}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n")
+    try:
+        sock.sendall(head.encode("latin-1") + body)
+    except OSError:
+        pass
+
+
+class AgentHandler(BaseHTTPRequestHandler):
+    """One connection; every reply is JSON and closes the connection."""
+
+    server: AgentServer
+    server_version = "slimdeploy-agent"
+    sys_version = ""
+    timeout = SOCKET_TIMEOUT
+
+    # -- replies
+
+    def reply(self, status: int, payload: Any, headers: Mapping[str, str] | None = None) -> None:
+        body = _json_bytes(payload)
+        self.close_connection = True
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        self.send_header("Connection", "close")
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+        self.wfile.flush()
+
+    def refuse(self, status: int, message: str, headers: Mapping[str, str] | None = None) -> None:
+        """Reply before the body was read, then read a little of it so the client sees the reply
+        (closing on unread data would reset the connection) and close."""
+        self.reply(status, {"error": message}, headers)
+        try:
+            self.connection.shutdown(socket.SHUT_WR)
+            deadline = time.monotonic() + DRAIN_SECONDS
+            drained = 0
+            while drained < DRAIN_BYTES and time.monotonic() < deadline:
+                self.connection.settimeout(max(0.05, deadline - time.monotonic()))
+                chunk = self.connection.recv(65536)
+                if not chunk:
+                    break
+                drained += len(chunk)
+        except OSError:
+            pass
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """http.server's own refusals (bad request line, unsupported method) as JSON."""
+        text = message or self.responses.get(code, ("error",))[0]
+        if self.request_version == "HTTP/0.9":  # an unparsable request line: still answer with a status line
+            self.request_version = "HTTP/1.0"
+        try:
+            self.reply(code, {"error": text})
+        except OSError:
+            pass
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (http.server's name)
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+        sys.stderr.write(f"{stamp} {self.address_string()} {format % args}\n")
+
+    # -- checks
+
+    def authorized(self) -> bool:
+        """True for ``Authorization: Bearer <the token>``; otherwise replies 401."""
+        header = self.headers.get("Authorization", "")
+        scheme, _, given = header.partition(" ")
+        if not header:
+            message = "missing token: send the header 'Authorization: Bearer TOKEN'"
+        elif scheme.lower() != "bearer" or not given.strip():
+            message = "malformed Authorization header: expected 'Bearer TOKEN'"
+        elif hmac.compare_digest(given.strip().encode("utf-8"), self.server.config.token.encode("utf-8")):
+            return True
+        else:
+            message = "wrong token: use the token the agent was started with"
+        self.refuse(401, message, {"WWW-Authenticate": 'Bearer realm="slimdeploy-agent"'})
+        return False
+
+    def content_length(self) -> int | None:
+        """The declared body size, if acceptable; otherwise replies 400/411/413 and returns None."""
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            self.refuse(411, "chunked bodies are not accepted; send Content-Length")
+            return None
+        text = self.headers.get("Content-Length")
+        if text is None:
+            self.refuse(411, "missing Content-Length header")
+            return None
+        if not re.fullmatch(r"\s*\d{1,20}\s*", text):
+            self.refuse(400, f"Content-Length must be a non-negative integer, got {text[:40]!r}")
+            return None
+        length, cap = int(text), self.server.config.max_bytes
+        if length > cap:
+            self.refuse(413, f"the model is {length} bytes, over this agent's limit of {cap} bytes "
+                             f"(start the agent with a larger --max-bytes)")
+            return None
+        return length
+
+    def read_body(self, length: int) -> bytes | None:
+        """Exactly `length` bytes, or None after replying 400 when the client sends fewer."""
+        chunks, got = [], 0
+        while got < length:
+            chunk = self.rfile.read(min(1 << 20, length - got))
+            if not chunk:
+                self.reply(400, {"error": f"the body ended after {got} of {length} bytes"})
+                return None
+            chunks.append(chunk)
+            got += len(chunk)
+        return b"".join(chunks)
+
+    def discard_body(self, length: int) -> None:
+        left = length
+        while left > 0:
+            chunk = self.rfile.read(min(1 << 20, left))
+            if not chunk:
+                return
+            left -= len(chunk)
+
+    # -- routes
+
+    def do_GET(self) -> None:
+        path, _, query = self.path.partition("?")
+        if path == "/v1/health":
+            self.reply(200, {"status": "ok", "service": "slimdeploy-agent", "version": __version__,
+                             "busy": self.server.busy})
+        elif path == "/v1/device":
+            if not self.authorized():
+                return
+            try:
+                raw = parse_query(query, DEVICE_PARAMS)
+                runtime = {} if self.server.config.threads is None else {"threads": self.server.config.threads}
+                runtime.update({k: _runtime_value(k, v) for k, v in raw.items()})
+            except BadRequest as exc:
+                self.reply(400, {"error": str(exc)})
+                return
+            self.reply(200, self.server.device(runtime))
+        else:
+            self.refuse(404, f"no such endpoint {path[:100]!r}; the agent serves GET /v1/health, "
+                             f"GET /v1/device and POST /v1/measure")
+
+    def do_POST(self) -> None:
+        path, _, query = self.path.partition("?")
+        if path != "/v1/measure":
+            self.refuse(404 if path not in ("/v1/health", "/v1/device") else 405,
+                        f"POST {path[:100]!r} is not served; measure with POST /v1/measure")
+            return
+        if not self.authorized():
+            return
+        length = self.content_length()
+        if length is None:
+            return
+        try:
+            params = measure_params(query, self.server.config)
+        except BadRequest as exc:
+            self.refuse(400, str(exc))
+            return
+        if not self.server.admit():
+            self.discard_body(length)
+            self.reply(429, {"error": f"the agent is busy: one measurement runs and {self.server.config.queue} "
+                                      f"wait; retry later"}, {"Retry-After": str(self.server.retry_after())})
+            return
+        try:
+            self.measure(length, params)
+        finally:
+            self.server.leave()
+
+    def measure(self, length: int, params: dict[str, Any]) -> None:
+        body = self.read_body(length)
+        if body is None:
+            return
+        problem = check_onnx(body)
+        if problem:
+            self.reply(400, {"error": problem})
+            return
+        with self.server.measure_lock:
+            status, payload = self.server.run_measurement(body, params)
+        self.reply(status, payload)
+
+
+# ----------------------------------------------------------------------------- entry point
+
+
+def serve(config: AgentConfig, ready=None) -> int:
+    """Run the agent until interrupted (SIGINT/SIGTERM). `ready(server)` is called once listening."""
+    config.check()
+    try:
+        import slimdeploy_onnxruntime  # noqa: F401  (the agent measures with it)
+    except ImportError as exc:
+        raise SlimdeployError(f"the agent measures with the onnxruntime plugin, which cannot be imported ({exc}); "
+                              f"install it, e.g. `pip install onnxruntime` and `pip install -e plugins/onnxruntime`")
+    try:
+        server = AgentServer(config)
+    except OSError as exc:
+        raise SlimdeployError(f"cannot listen on {config.host}:{config.port}: {exc.strerror or exc}") from None
+    if config.host not in ("127.0.0.1", "::1", "localhost"):
+        print(f"slimdeploy agent: warning: listening on {config.host} over plain HTTP; the token and models "
+              f"travel unencrypted, so use a trusted network or an SSH tunnel", file=sys.stderr)
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, stop) if threading.current_thread() is threading.main_thread() else None
+    try:
+        print(f"slimdeploy agent listening on {server.url}", flush=True)
+        if ready is not None:
+            ready(server)
+        server.serve_forever(poll_interval=0.2)
+    except KeyboardInterrupt:
+        print("slimdeploy agent: stopped", file=sys.stderr)
+    finally:
+        server.server_close()
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+    return 0
