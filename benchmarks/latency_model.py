@@ -4,6 +4,8 @@
     python benchmarks/latency_model.py --samples 80 --threads 2 --models torchvision:resnet18
     python benchmarks/latency_model.py --from-json /tmp/lm.json   # re-render RESULTS.md only
 
+Each thread count has its own section in RESULTS.md (`latency_model_threads_N`).
+
 Per model: `build_profile` (the code behind `slimdeploy profile`) on ONNX Runtime CPU with a fresh
 latency database: N covering configurations + the full and the smallest are pruned, exported and
 timed interleaved with the full model, with per-node times from ORT's profiler; every 4th
@@ -96,7 +98,8 @@ def main() -> None:
             with open(args.json, "a") as f:
                 f.write(json.dumps(row) + "\n")
     command = "python " + " ".join(["benchmarks/latency_model.py"] + sys.argv[1:])
-    write_section("latency_model", render(rows), command=command)
+    threads = sorted({r["threads"] for r in rows})
+    write_section(f"latency_model_threads_{'_'.join(map(str, threads))}", render(rows), command=command)
     print(render(rows))
 
 

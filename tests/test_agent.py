@@ -376,3 +376,20 @@ def test_remote_runtime_errors_are_clear(agent, monkeypatch):
     with pytest.raises(SlimdeployError, match="credentials"):
         get_runtime("remote:http://user:pw@127.0.0.1:1", {"token": TOKEN})
     assert agent.health()["status"] == "ok"
+
+
+def test_compress_through_a_local_agent_delivers_a_model_within_budget(tmp_path):
+    from slimdeploy.pipeline import compress
+
+    agent = Agent(tmp_path, "--threads", "1")
+    try:
+        runtime = get_runtime(f"remote:{agent.url}", {"token": TOKEN, "threads": 1})
+        report = compress("slimdeploy.models:cifar_resnet8_wide", tmp_path / "c", latency="0.6x",
+                          input_shape=(1, 3, 32, 32), runtime=runtime, profile_samples=8, say=lambda text: None)
+    finally:
+        agent.stop()
+    assert report["runtime"]["name"] == "remote"
+    assert report["latency_ms"]["ratio"] <= 0.6
+    source = report["search"]["latency_source"]
+    assert source["kind"] == "fitted" and not source["validation"]["node_times"]  # the agent reports no nodes
+    assert (tmp_path / "c" / "model.onnx").is_file()

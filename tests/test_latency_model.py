@@ -6,7 +6,6 @@ import json
 import numpy as np
 import pytest
 import torch
-import torchvision
 
 from slimdeploy.analysis import analyse
 from slimdeploy.cli import main
@@ -16,6 +15,7 @@ from slimdeploy.latency.predictor import LatencyModel, Sample, error_metrics, fi
 from slimdeploy.latency.profile import build_profile, staircase
 from slimdeploy.latency.sampling import covering_samples
 from slimdeploy.runtimes import get_runtime
+from slimdeploy.zoo import build
 
 SHAPE = (1, 3, 96, 96)  # below ~96 px, layer4 is bound by weight traffic, not compute
 
@@ -23,7 +23,7 @@ SHAPE = (1, 3, 96, 96)  # below ~96 px, layer4 is bound by weight traffic, not c
 @pytest.fixture(scope="module")
 def resnet():
     torch.manual_seed(0)
-    model = torchvision.models.resnet18(num_classes=10).eval()
+    model = build("torchvision:resnet18").eval()
     x = torch.randn(*SHAPE)
     return model, x, analyse(model, x)
 
@@ -154,3 +154,15 @@ def test_cli_profile_and_predict(tmp_path, monkeypatch, capsys):
     assert main(["predict", str(tmp_path / "nowhere"), "--widths", str(tmp_path / "w.json")]) == 2
     assert main(["profile", "torchvision:resnet18", "--runtime", "nosuch", "--out", str(tmp_path / "x")]) == 2
     assert "no runtime plugin named 'nosuch'" in capsys.readouterr().err
+
+
+def test_compress_searches_on_a_profile_directory_and_meets_the_budget_on_measurement(profiled, tmp_path):
+    from slimdeploy.pipeline import compress
+
+    first, _, _ = profiled
+    prof = first.write(tmp_path / "prof")
+    report = compress("torchvision:resnet18", tmp_path / "c", latency="0.5x", input_shape=SHAPE, threads=1,
+                      latency_model=str(prof), say=lambda text: None)
+    assert report["search"]["latency_source"]["kind"] == "loaded"
+    assert report["search"]["latency_measurements"] == 0  # every candidate was scored by the model
+    assert report["latency_ms"]["ratio"] <= 0.5

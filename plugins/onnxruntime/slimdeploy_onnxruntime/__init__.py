@@ -10,6 +10,8 @@ from .timer import OPTIMIZATION_LEVELS, PROVIDER, OrtTimer, device_info
 
 __all__ = ["OnnxRuntime", "OrtTimer", "device_info"]
 
+SPINNING = "session.intra_op.allow_spinning"
+
 
 def _positive_int(name: str, value: Any) -> int:
     number = None
@@ -47,7 +49,8 @@ class OnnxRuntime(Runtime):
         "optimization": f"graph optimization level: {', '.join(OPTIMIZATION_LEVELS)} (default all)",
         "provider": f"execution provider (default {PROVIDER})",
         "seed": "seed of the fixed random input (default 0)",
-        "session_config": "extra session config entries, key=value;key=value",
+        "session_config": "extra session config entries, key=value;key=value (with threads > 1, "
+                          f"{SPINNING}=0 unless given)",
     }
 
     def parse_options(self, options: dict[str, Any]) -> dict[str, Any]:
@@ -65,8 +68,13 @@ class OnnxRuntime(Runtime):
             parsed["seed"] = int(seed)
         except (TypeError, ValueError):
             raise SlimdeployError(f"onnxruntime option seed must be an integer, got {seed!r}") from None
-        if options.get("session_config"):
-            parsed["session_config"] = _session_config(options["session_config"])
+        config = _session_config(options.get("session_config") or {})
+        if parsed["threads"] > 1:
+            # Spinning pool threads of one session keep a core busy after its run and slow the next
+            # session in an interleaved comparison (ratios off by 20% here); measure without spinning.
+            config.setdefault(SPINNING, "0")
+        if config:
+            parsed["session_config"] = config
         return parsed
 
     def timer(self, artifact: Any, input_shape: Sequence[int] | None = None) -> OrtTimer:
