@@ -38,13 +38,30 @@ def markdown(report: dict) -> str:
     v = report["verification"]
     lines += ["", f"ONNX parity: max abs error {v['max_abs_error']}, top-1 agreement {v['top1_agreement']}, "
                   f"{'passed' if v['passed'] else 'FAILED'}.",
-              f"Search score: {report['score']['kind']} = {report['score']['value']:.4f}.", "",
-              "| group | full | kept |", "|---|---:|---:|"]
-    lines += [f"| {name} | {g['full']} | {g['kept']} |" for name, g in report["groups"].items()]
+              f"Search score: {report['score']['kind']} = {report['score']['value']:.4f}.",
+              _latency_source_line(report["search"].get("latency_source") or {}), "",
+              "| group | full | kept | note |", "|---|---:|---:|---|"]
+    flat = set((report["search"].get("latency_source") or {}).get("groups_saving_nothing", []))
+    lines += [f"| {name} | {g['full']} | {g['kept']} | {'pruning saves nothing measurable' if name in flat else ''} |"
+              for name, g in report["groups"].items()]
     notes = report["search"]["notes"]
     if notes:
         lines += ["", "Notes:"] + [f"- {n}" for n in notes]
     return "\n".join(lines) + "\n"
+
+
+def _latency_source_line(source: dict) -> str:
+    """Where the search's latency figures came from, with the fitted model's held-out error."""
+    kind = source.get("kind")
+    if kind == "fitted":
+        v, c = source["validation"], source["cost"]
+        error = (f"{v['within_5pct']:.0%} of {v['n_test']} held-out configurations within ±5%, MAPE {v['mape']:.1%}"
+                 if v.get("n_test") else "no held-out configurations")
+        return (f"Search latency: a model fitted on {c['configurations']} configurations ({c['measured']} measured, "
+                f"{c['from_database']} from the latency database); {error}.")
+    if kind == "loaded":
+        return f"Search latency: the latency model in {source.get('path')}."
+    return "Search latency: every candidate measured." if kind == "measured" else ""
 
 
 def write_reports(directory: Path, report: dict) -> None:
