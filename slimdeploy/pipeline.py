@@ -28,6 +28,7 @@ from .latency.oracle import MeasuredLatency, PredictedLatency
 from .latency.predictor import LatencyModel
 from .latency.profile import build_profile, staircase
 from .runtimes import Runtime, get_runtime
+from .progress import bar
 from .prune import group_scores, prune, retained_importance
 from .report import write_reports
 from .search import BudgetUnreachable, SearchProblem, get_searcher
@@ -248,7 +249,7 @@ def _finetune(pruned, teacher, loaders, epochs, lr, seed, say):
         quarter = 4 * state["batch"] // total if total else 0
         if quarter > marks.get(state["epoch"], 0):
             marks[state["epoch"]] = quarter
-            say(f"  epoch {state['epoch']}/{state['epochs']}: {25 * quarter}% loss {state['loss']:.4f}")
+            say(f"  epoch {state['epoch']}/{state['epochs']} {bar(state['batch'], total)} loss {state['loss']:.4f}")
 
     return finetune(pruned, loaders["train"], epochs, lr=lr, teacher=teacher, progress=progress, seed=seed)
 

@@ -6,11 +6,14 @@ and, where the runtime reports them, per-node times. Each node's share of the pr
 times T, is that node's target; the targets of one configuration sum to T exactly, so fixed
 overheads are spread over the nodes instead of being lost.
 
-Per node the model is a non-negative combination of monotone features of its input and output
-channel counts, raw and padded up to the CPU kernels' block of 16 channels (the steps of the
-staircase), so predicted latency never falls when a width grows. Which widths set a node's
-channel counts is learned from the samples themselves: each count is an exact linear function
-of the group widths (a constant, one group's width, or a sum for concatenations).
+Per node the model is a non-negative combination of features of its input and output channel
+counts, raw and padded up to the CPU kernels' block of 16 channels (the steps of the staircase),
+plus terms for counts off the block: ORT then runs the neighbouring ops in another layout, and a
+convolution reading 8 channels measured slower than one reading 16 (MobileNetV2 here), so latency
+may fall when a width grows onto the block. Which widths set a node's channel counts is learned
+from the samples themselves: each count is an exact linear function of the group widths (a
+constant, one group's width, or a sum for concatenations). Each node kind is then scaled on the
+end-to-end figures (`_calibrate`).
 """
 from __future__ import annotations
 
@@ -38,13 +41,6 @@ class Sample:
     nodes: list[dict[str, Any]] = field(default_factory=list)
     macs: int | None = None
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"widths": self.widths, "ms": self.ms, "nodes": self.nodes, "macs": self.macs}
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "Sample":
-        return cls(dict(d["widths"]), float(d["ms"]), list(d.get("nodes") or []), d.get("macs"))
-
 
 def _pad(c):
     """Channel counts padded up to the block (arrays or scalars)."""
@@ -52,7 +48,7 @@ def _pad(c):
 
 
 def node_features(cin: np.ndarray, cout: np.ndarray) -> np.ndarray:
-    """Monotone, non-negative features of a node's channel counts (one row per configuration)."""
+    """Non-negative features of a node's channel counts (one row per configuration)."""
     cin, cout = np.asarray(cin, float), np.asarray(cout, float)
     pin, pout = _pad(cin), _pad(cout)
     off_in, off_out = (pin != cin).astype(float), (pout != cout).astype(float)

@@ -22,6 +22,7 @@ from ..analysis import Analysis
 from ..errors import SlimdeployError
 from ..importance import FirstChannels
 from ..inspection import count_macs_params
+from ..progress import bar
 from ..prune import prune
 from ..runtimes import Runtime
 from ..space import Widths, WidthSpace, atomic_write_text
@@ -128,8 +129,8 @@ def build_profile(model: nn.Module, example: torch.Tensor, analysis: Analysis, r
         figures = []
         for i, widths in enumerate(configs + extremes):
             figures.append(measurer.figure(widths))
-            if (i + 1) % 10 == 0:
-                say(f"  {i + 1}/{len(configs) + 2} configurations ({measurer.measured} measured, "
+            if (i + 1) % 10 == 0 or i + 1 == len(configs) + 2:
+                say(f"  {bar(i + 1, len(configs) + 2)} configurations ({measurer.measured} measured, "
                     f"{measurer.reused} from the database)")
         all_samples, reference_ms = samples_from_figures(figures)
         train = [s for i, s in enumerate(all_samples) if i not in test_idx]

@@ -1,6 +1,7 @@
 """Uniform search: one width multiplier for every group, bisected on measured latency."""
 from __future__ import annotations
 
+from ..progress import bar
 from .base import SearchProblem, SearchResult, Searcher, require_reachable
 
 
@@ -21,13 +22,14 @@ class UniformSearch(Searcher):
         require_reachable(problem)
         low, high = 0.0, 1.0  # low meets (the smallest widths), high does not
         best = problem.smallest()
-        for _ in range(self.steps):
+        for step in range(self.steps):
             mid = (low + high) / 2
             widths = problem.snap(problem.space.uniform(max(mid, 1e-6), problem.align))
             ratio = problem.latency(widths)
             ok = ratio <= problem.target_ratio and problem.within_caps(widths)
             history.append({"multiplier": round(mid, 4), "latency_ratio": ratio, "meets": ok})
-            problem.say(f"uniform x{mid:.3f}: latency {ratio:.3f}x {'meets' if ok else 'over'} budget")
+            problem.say(f"{bar(step + 1, self.steps)} uniform x{mid:.3f}: latency {ratio:.3f}x "
+                        f"{'meets' if ok else 'over'} budget")
             if ok:
                 low, best = mid, widths
             else:
