@@ -7,7 +7,6 @@ target. Everything is built in a staging folder and renamed into place at the en
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from pathlib import Path

@@ -239,9 +239,9 @@ def test_tensorrt_helpers_work_without_tensorrt():
     with pytest.raises(SlimdeployError, match="dimension 1 is fixed at 3"):
         resolve_shape((1, 3, 32, 32), (1, 4, 32, 32), "m")
     assert torch_dtype(type("DataType", (), {"name": "HALF"})()) == torch.float16
-    assert onnx_source(b"abc") == (b"abc", "<onnx bytes>")
+    assert onnx_source(b"abc", "tensorrt") == (b"abc", "<onnx bytes>")
     with pytest.raises(SlimdeployError, match="ONNX file not found"):
-        onnx_source("/nonexistent.onnx")
+        onnx_source("/nonexistent.onnx", "tensorrt")
 
 
 @pytest.mark.skipif(HAS_TENSORRT, reason="TensorRT is installed here")

@@ -25,7 +25,6 @@ std/mean unstable, hence the quartile-based form.
 from __future__ import annotations
 
 import dataclasses
-import gc
 import json
 import time
 from dataclasses import dataclass, field

@@ -5,24 +5,13 @@ from typing import Any, Sequence
 
 from slimdeploy.errors import SlimdeployError
 from slimdeploy.runtimes import Runtime
+from slimdeploy.runtimes.helpers import positive_int
 
 from .timer import OPTIMIZATION_LEVELS, PROVIDER, OrtTimer, device_info
 
 __all__ = ["OnnxRuntime", "OrtTimer", "device_info"]
 
 SPINNING = "session.intra_op.allow_spinning"
-
-
-def _positive_int(name: str, value: Any) -> int:
-    number = None
-    if not isinstance(value, bool):
-        try:
-            number = int(str(value).strip())
-        except ValueError:
-            pass
-    if number is None or number < 1:
-        raise SlimdeployError(f"onnxruntime option {name} must be a positive integer, got {value!r}")
-    return number
 
 
 def _session_config(value: Any) -> dict[str, str]:
@@ -59,7 +48,7 @@ class OnnxRuntime(Runtime):
         from .timer import _check_optimization
 
         parsed: dict[str, Any] = {
-            "threads": _positive_int("threads", options.get("threads", available_cores())),
+            "threads": positive_int("onnxruntime", "threads", options.get("threads", available_cores())),
             "optimization": _check_optimization(options.get("optimization", "all")),
             "provider": str(options.get("provider", PROVIDER)),
         }

@@ -10,6 +10,7 @@ import numpy as np
 
 from slimdeploy.errors import SlimdeployError
 from slimdeploy.latency.host import available_cores, host_info
+from slimdeploy.runtimes.helpers import onnx_source
 
 ModelSource = Union[str, "os.PathLike[str]", bytes]
 
@@ -89,7 +90,7 @@ class OrtTimer:
         for key, value in self.session_config.items():
             options.add_session_config_entry(str(key), str(value))
 
-        source, self.name = _model_source(model)
+        source, self.name = onnx_source(model, "onnxruntime")
         try:
             self.session = ort.InferenceSession(source, options, providers=[provider])
         except Exception as exc:  # ORT raises its own pybind exception types
@@ -163,20 +164,6 @@ def _check_optimization(level: str) -> str:
         raise SlimdeployError(
             f"unknown graph optimization level {level!r}; use one of {', '.join(OPTIMIZATION_LEVELS)}")
     return key
-
-
-def _model_source(model: Any) -> tuple[str | bytes, str]:
-    if hasattr(model, "SerializeToString"):
-        return model.SerializeToString(), "<onnx model>"
-    if isinstance(model, (bytes, bytearray, memoryview)):
-        return bytes(model), "<onnx bytes>"
-    if isinstance(model, (str, os.PathLike)):
-        path = os.fspath(model)
-        if not os.path.isfile(path):
-            raise SlimdeployError(f"ONNX file not found: {path}")
-        return path, path
-    raise SlimdeployError(
-        f"expected an ONNX file path, its bytes or an onnx.ModelProto, got {type(model).__name__}")
 
 
 def _resolve_shape(model_shape: Sequence[Any], wanted: Sequence[int] | None, name: str) -> tuple[int, ...]:

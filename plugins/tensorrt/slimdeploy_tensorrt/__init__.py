@@ -10,6 +10,7 @@ from typing import Any, Sequence
 
 from slimdeploy.errors import SlimdeployError
 from slimdeploy.runtimes import Runtime
+from slimdeploy.runtimes.helpers import positive_int
 
 __all__ = ["TensorRTRuntime", "require_tensorrt", "require_cuda"]
 
@@ -53,15 +54,7 @@ def _precision(value: Any) -> str:
 def _workspace_mb(value: Any) -> int | None:
     if value is None or str(value).strip().lower() in ("", "default", "none"):
         return None
-    number = None
-    if not isinstance(value, bool):
-        try:
-            number = int(str(value).strip())
-        except ValueError:
-            pass
-    if number is None or number < 1:
-        raise SlimdeployError(f"tensorrt option workspace_mb must be a positive integer (MiB), got {value!r}")
-    return number
+    return positive_int("tensorrt", "workspace_mb", value, " (MiB)")
 
 
 class TensorRTRuntime(Runtime):

@@ -5,9 +5,7 @@ dtype handling, reading the artifact) work and are tested without it.
 """
 from __future__ import annotations
 
-import os
 import statistics
-import time
 from collections import defaultdict
 from typing import Any, Sequence
 
@@ -15,6 +13,7 @@ import torch
 
 from slimdeploy.errors import SlimdeployError
 from slimdeploy.latency.host import host_info
+from slimdeploy.runtimes.helpers import WarmUp, onnx_source
 
 from . import require_cuda, require_tensorrt
 
@@ -46,21 +45,6 @@ def torch_dtype(trt_dtype: Any) -> torch.dtype:
     if name not in TORCH_DTYPES:
         raise SlimdeployError(f"TensorRT tensor type {name} has no torch buffer type here")
     return TORCH_DTYPES[name]
-
-
-def onnx_source(artifact: Any) -> tuple[str | bytes, str]:
-    """(a path to parse from, or the model's bytes; a name for messages)."""
-    if hasattr(artifact, "SerializeToString"):
-        return artifact.SerializeToString(), "<onnx model>"
-    if isinstance(artifact, (bytes, bytearray, memoryview)):
-        return bytes(artifact), "<onnx bytes>"
-    if isinstance(artifact, (str, os.PathLike)):
-        path = os.fspath(artifact)
-        if not os.path.isfile(path):
-            raise SlimdeployError(f"ONNX file not found: {path}")
-        return path, path
-    raise SlimdeployError(
-        f"the tensorrt runtime takes an ONNX file path, its bytes or an onnx.ModelProto, got {type(artifact).__name__}")
 
 
 def resolve_shape(model_dims: Sequence[int], wanted: Sequence[int] | None, name: str) -> tuple[int, ...]:
@@ -141,7 +125,7 @@ def layer_profiler(trt: Any) -> Any:
     return _PROFILER_CLASS()
 
 
-class TensorRTTimer:
+class TensorRTTimer(WarmUp):
     """A TensorRT engine with bound torch CUDA buffers and a fixed random input, ready to time.
 
     The engine is built here from ONNX (``precision="fp16"`` sets ``BuilderFlag.FP16``; the I/O
@@ -157,7 +141,7 @@ class TensorRTTimer:
         self.trt = trt = require_tensorrt()
         require_cuda()
         self.precision, self.workspace_mb = precision, workspace_mb
-        source, self.name = onnx_source(artifact)
+        source, self.name = onnx_source(artifact, "tensorrt")
         self.logger = trt.Logger(trt.Logger.WARNING)
         serialized, self.input_name, self.input_shape, self._dynamic = build_engine(
             trt, self.logger, source, self.name, input_shape, precision, workspace_mb)
@@ -217,14 +201,6 @@ class TensorRTTimer:
             end.record(self.stream)
         self.stream.synchronize()
         return [float(start.elapsed_time(end)) for start, end in pairs]
-
-    def warm_up(self, runs: int = 5, seconds: float = 0.3) -> list[float]:
-        """Run until both `runs` runs and `seconds` have passed; returns their times (ms)."""
-        times: list[float] = []
-        begin = time.perf_counter()
-        while len(times) < max(1, runs) or time.perf_counter() - begin < seconds:
-            times.extend(self.time_runs(1))
-        return times
 
     def layer_times(self, runs: int = 20, warmup: int = 3) -> dict[str, float]:
         """{layer name: median ms over `runs` runs}, from TensorRT's profiler on a separate execution context.

@@ -12,6 +12,7 @@ from typing import Any, Sequence
 
 from slimdeploy.errors import SlimdeployError
 from slimdeploy.runtimes import Runtime
+from slimdeploy.runtimes.helpers import positive_int
 
 __all__ = ["TorchRuntime", "SIDECAR"]
 
@@ -21,18 +22,6 @@ PRECISIONS = ("fp32", "fp16")
 # Written beside the recipe by `TorchRuntime.export`: the example input's shape, for unpruned models
 # whose recipe records none.
 SIDECAR = "torch_runtime.json"
-
-
-def _positive_int(name: str, value: Any) -> int:
-    number = None
-    if not isinstance(value, bool):
-        try:
-            number = int(str(value).strip())
-        except ValueError:
-            pass
-    if number is None or number < 1:
-        raise SlimdeployError(f"torch option {name} must be a positive integer, got {value!r}")
-    return number
 
 
 def _choice(name: str, value: Any, choices: Sequence[str]) -> str:
@@ -86,7 +75,7 @@ class TorchRuntime(Runtime):
         parsed = {
             "device": _device(options.get("device", "cpu")),
             "mode": _choice("mode", options.get("mode", "eager"), MODES),
-            "threads": _positive_int("threads", options.get("threads", available_cores())),
+            "threads": positive_int("torch", "threads", options.get("threads", available_cores())),
             "precision": _choice("precision", options.get("precision", "fp32"), PRECISIONS),
         }
         if parsed["precision"] == "fp16" and parsed["device"] == "cpu":

@@ -15,6 +15,7 @@ import torch.nn as nn
 
 from slimdeploy.errors import SlimdeployError
 from slimdeploy.latency.host import available_cores, host_info
+from slimdeploy.runtimes.helpers import WarmUp
 
 from . import SIDECAR
 
@@ -85,7 +86,7 @@ def resolve_shape(wanted: Sequence[int] | None, recorded: Sequence[int] | None, 
     return result
 
 
-class TorchTimer:
+class TorchTimer(WarmUp):
     """An ``nn.Module`` in eval mode on a fixed device, precision and input, ready to time.
 
     Runs happen under ``torch.inference_mode()`` with ``torch.set_num_threads(threads)`` (the
@@ -169,14 +170,6 @@ class TorchTimer:
                 end.record()
             torch.cuda.synchronize(self.torch_device)
         return [float(start.elapsed_time(end)) for start, end in pairs]
-
-    def warm_up(self, runs: int = 5, seconds: float = 0.3) -> list[float]:
-        """Run until both `runs` runs and `seconds` have passed; returns their times (ms)."""
-        times: list[float] = []
-        begin = time.perf_counter()
-        while len(times) < max(1, runs) or time.perf_counter() - begin < seconds:
-            times.extend(self.time_runs(1))
-        return times
 
     def device(self) -> dict[str, Any]:
         return device_info(self.device_name, self.mode, self.precision, self.threads, self.input_shape)
