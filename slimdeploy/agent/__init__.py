@@ -3,5 +3,5 @@
 `server` is the HTTP service started by ``slimdeploy agent`` on the device (stdlib and the
 onnxruntime plugin only, never torch); `client` is the ``remote`` runtime plugin the searching
 host uses (``--runtime remote:http://HOST:PORT``). Nothing is imported here, so that
-``python -c "from slimdeploy.agent.server import worker_main"`` stays light.
+``python -c "from slimdeploy.agent.worker import worker_main"`` stays light.
 """
