@@ -29,6 +29,7 @@ MODELS = ["torchvision:resnet18", "torchvision:mobilenet_v2", "slimdeploy.pretra
 
 
 def run_one(spec: str, samples: int, threads: int, size: int) -> dict:
+    import numpy as np
     import torch
 
     from slimdeploy.analysis import analyse
@@ -48,14 +49,17 @@ def run_one(spec: str, samples: int, threads: int, size: int) -> dict:
         start = time.perf_counter()
         second = build_profile(model, x, analysis, runtime, samples=samples, db=db)
         second_s = time.perf_counter() - start
+        figures = db.get_many(analysis.space.fingerprint, runtime.name, runtime.options,
+                              first.validation["device_fingerprint"], kind="sample")
+        spread = float(np.median([f.payload["ratio_iqr"] / f.payload["ratio"] for f in figures]))
     same = first.model.predict({}) == second.model.predict({})
     flat = sorted(g for g, s in first.staircase.items() if s["saves_nothing"])
     return {"model": spec, "groups": len(analysis.space.groups), "threads": threads, "size": size,
             "validation": first.validation, "cost": first.cost, "second_cost": {**second.cost, "seconds": second_s},
-            "second_identical": same, "groups_saving_nothing": flat}
+            "second_identical": same, "groups_saving_nothing": flat, "ratio_spread": spread}
 
 
-def render(rows: list[dict]) -> str:
+def render(rows: list[dict], note: str = "") -> str:
     lines = ["Held-out configurations (every 4th of the sampled ones), ONNX Runtime CPU, batch 1. "
              "*ours*: per-node cost model fitted on ORT profiler node times, calibrated per node kind on "
              "end-to-end figures; *MACs line*: latency = a·MACs + b fitted on the same training configurations. "
@@ -75,6 +79,12 @@ def render(rows: list[dict]) -> str:
     flat = [f"{r['model']}: {', '.join(r['groups_saving_nothing'])}" for r in rows if r["groups_saving_nothing"]]
     if flat:
         lines += ["", "Groups where the fitted staircase says pruning saves < 0.5% of the latency: " + "; ".join(flat)]
+    spread = [f"{r['model']}: {r['ratio_spread']:.1%}" for r in rows if r.get("ratio_spread") is not None]
+    if spread:
+        lines += ["", "Median per-round spread (IQR/median) of the measured ratios, i.e. the noise of the truth "
+                      "itself: " + "; ".join(spread)]
+    if note:
+        lines += ["", note]
     return "\n".join(lines)
 
 
@@ -86,6 +96,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--json", default="/tmp/slimdeploy-latency-model.json")
     parser.add_argument("--from-json", help="render RESULTS.md from an earlier run's JSON only")
+    parser.add_argument("--note", default="", help="a sentence added under the table (e.g. an earlier run's figures)")
     args = parser.parse_args()
     if args.from_json:
         rows = [json.loads(line) for line in Path(args.from_json).read_text().splitlines() if line.strip()]
@@ -99,8 +110,8 @@ def main() -> None:
                 f.write(json.dumps(row) + "\n")
     command = "python " + " ".join(["benchmarks/latency_model.py"] + sys.argv[1:])
     threads = sorted({r["threads"] for r in rows})
-    write_section(f"latency_model_threads_{'_'.join(map(str, threads))}", render(rows), command=command)
-    print(render(rows))
+    write_section(f"latency_model_threads_{'_'.join(map(str, threads))}", render(rows, args.note), command=command)
+    print(render(rows, args.note))
 
 
 if __name__ == "__main__":
