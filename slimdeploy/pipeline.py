@@ -171,7 +171,7 @@ def _latency_source(source, model, x, analysis, rt, measured, samples, seed, db,
             f"where measured before)")
         with LatencyDB(db) as database:
             profile = build_profile(model, x, analysis, rt, samples=samples, seed=seed, db=database,
-                                    align=align, say=say)
+                                    align=align, say=say, measured=measured)
         fitted, info = profile.model, {"kind": "fitted", "validation": profile.validation, "cost": profile.cost}
         v = profile.validation
         if v.get("n_test"):

@@ -114,12 +114,7 @@ def _widths_json(widths: Any) -> str:
     for name, width in widths.items():
         if not isinstance(name, str) or not name:
             raise SlimdeployError(f"widths: group name {name!r} must be a non-empty string")
-        try:
-            if isinstance(width, bool):
-                raise TypeError
-            number = operator.index(width)
-        except TypeError:
-            raise SlimdeployError(f"widths: {name} must be an integer, got {width!r}") from None
+        number = _integer(width, f"widths: {name}")
         if number <= 0:
             raise SlimdeployError(f"widths: {name} must be positive, got {number}")
         clean[name] = number
@@ -144,13 +139,18 @@ def _number(value: Any, what: str) -> float:
     return float(number)
 
 
+def _integer(value: Any, what: str) -> int:
+    """An int (numpy integers too; not bools, not floats), or a clear error."""
+    if not isinstance(value, bool):
+        try:
+            return operator.index(value)
+        except TypeError:
+            pass
+    raise SlimdeployError(f"{what} must be an integer, got {value!r}")
+
+
 def _count(value: Any, what: str) -> int:
-    try:
-        if isinstance(value, bool):
-            raise TypeError
-        number = operator.index(value)
-    except TypeError:
-        raise SlimdeployError(f"{what} must be an integer, got {value!r}") from None
+    number = _integer(value, what)
     if number < 0:
         raise SlimdeployError(f"{what} must not be negative, got {number}")
     return number

@@ -7,6 +7,7 @@ re-measures what it delivers for real either way.
 """
 from __future__ import annotations
 
+import functools
 import tempfile
 from pathlib import Path
 
@@ -30,17 +31,23 @@ class MeasuredLatency:
         self.shape = tuple(example_input.shape)
         self.rounds, self.max_seconds = rounds, max_seconds
         self._dir = tempfile.TemporaryDirectory(prefix="slimdeploy-latency-")
-        self.reference = self.runtime.export(model, example_input, self.path("original"))
         self._cache: dict[tuple, float] = {}
         self.measurements = 0
+
+    @functools.cached_property
+    def reference(self) -> Path:
+        """The original model's artifact (exported on first use)."""
+        return self.runtime.export(self.model, self.example, self.path("original"))
 
     def path(self, stem: str) -> Path:
         return Path(self._dir.name) / f"{stem}{self.runtime.artifact_suffix}"
 
+    def structure(self, widths: Widths) -> nn.Module:
+        """The model pruned to `widths`; which channels stay does not change latency, so the first ones do."""
+        return prune(self.model, widths, self.example, importance=FirstChannels(), analysis=self.analysis)
+
     def export(self, widths: Widths, stem: str = "candidate") -> Path:
-        # Which channels stay does not change latency, so structure alone is pruned here.
-        pruned = prune(self.model, widths, self.example, importance=FirstChannels(), analysis=self.analysis)
-        return self.runtime.export(pruned, self.example, self.path(stem))
+        return self.runtime.export(self.structure(widths), self.example, self.path(stem))
 
     def ratio(self, widths: Widths) -> float:
         """Median over interleaved rounds of (candidate latency / original latency)."""

@@ -140,7 +140,7 @@ class LatencyModel:
     groups: dict[str, int]            # group → full width
     ranges: dict[str, tuple[int, int]]  # group → (min, max) width seen in fitting
     nodes: list[NodeModel]
-    residual: dict[str, float]        # fallback terms when no node times exist: intercept, per-group slopes
+    terms: dict[str, float]  # with node times: per-kind scales + intercept; without: intercept + per-group slopes
     meta: dict[str, Any] = field(default_factory=dict)
 
     # -- prediction
@@ -158,9 +158,9 @@ class LatencyModel:
         full = {**self.groups, **{g: int(v) for g, v in widths.items()}}
         if self.nodes:
             sums = self._kind_sums(full)
-            return self.residual.get("intercept", 0.0) + sum(self.residual.get(f"scale:{k}", 1.0) * v
+            return self.terms.get("intercept", 0.0) + sum(self.terms.get(f"scale:{k}", 1.0) * v
                                                              for k, v in sums.items())
-        r = self.residual
+        r = self.terms
         return r["intercept"] + sum(r.get(f"width:{g}", 0.0) * full[g] + r.get(f"padded:{g}", 0.0) * _pad(full[g])
                                     for g in self.groups)
 
@@ -183,7 +183,7 @@ class LatencyModel:
             "ranges": {g: list(r) for g, r in self.ranges.items()},
             "nodes": [{"name": n.name, "op": n.op, "cin": n.cin.to_json(), "cout": n.cout.to_json(),
                        "coef": n.coef, "groups": n.groups, "kind": n.kind} for n in self.nodes],
-            "residual": self.residual, "meta": self.meta,
+            "terms": self.terms, "meta": self.meta,
         }
 
     @classmethod
@@ -195,7 +195,7 @@ class LatencyModel:
                  for n in d["nodes"]]
         return cls(d["structure"], {g: int(w) for g, w in d["groups"].items()},
                    {g: (int(r[0]), int(r[1])) for g, r in d["ranges"].items()}, nodes,
-                   {k: float(v) for k, v in d["residual"].items()}, dict(d.get("meta") or {}))
+                   {k: float(v) for k, v in d["terms"].items()}, dict(d.get("meta") or {}))
 
     @classmethod
     def load(cls, path) -> "LatencyModel":
@@ -287,7 +287,7 @@ def fit(samples: Sequence[Sample], structure: str, full_widths: Mapping[str, int
     nodes = _fit_nodes(samples, groups) if with_nodes else []
     model = LatencyModel(structure, dict(full_widths), ranges, nodes, {},
                          {**dict(meta or {}), "n_train": len(samples), "node_times": with_nodes})
-    model.residual = _calibrate(model, samples) if with_nodes else _fit_groups_only(samples, groups)
+    model.terms = _calibrate(model, samples) if with_nodes else _fit_groups_only(samples, groups)
     return model
 
 

@@ -8,7 +8,7 @@ device fingerprint, so a second identical run measures nothing.
 """
 from __future__ import annotations
 
-import tempfile
+import contextlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,13 +20,12 @@ import torch.nn as nn
 
 from ..analysis import Analysis
 from ..errors import SlimdeployError
-from ..importance import FirstChannels
 from ..inspection import count_macs_params
 from ..progress import bar
-from ..prune import prune
 from ..runtimes import Runtime
 from ..space import Widths, WidthSpace, atomic_write_text
 from .db import Figure, LatencyDB
+from .oracle import MeasuredLatency
 from .predictor import LatencyModel, Sample, fit, validate
 from .sampling import covering_samples
 
@@ -34,22 +33,19 @@ KIND = "sample"  # a configuration timed against the full model, with node times
 
 
 class ConfigMeasurer:
-    """widths → measured `Sample` (ratio to the full model, node times), cached in the database."""
+    """widths → measured figure (ratio to the full model, node times), cached in the database.
 
-    def __init__(self, model: nn.Module, example: torch.Tensor, analysis: Analysis, runtime: Runtime,
-                 db: LatencyDB | None = None, rounds: int = 5, max_seconds: float = 4.0, node_runs: int = 20):
-        self.model, self.example, self.analysis, self.runtime, self.db = model, example, analysis, runtime, db
+    Pruning, export and the full model's artifact come from `measured` (shared with a search)."""
+
+    def __init__(self, measured: MeasuredLatency, db: LatencyDB | None = None, rounds: int = 5,
+                 max_seconds: float = 4.0, node_runs: int = 20):
+        self.source, self.runtime, self.db = measured, measured.runtime, db
         self.rounds, self.max_seconds, self.node_runs = rounds, max_seconds, node_runs
-        self.shape = tuple(example.shape)
-        self.device = runtime.fingerprint(self.shape)
-        self._dir = tempfile.TemporaryDirectory(prefix="slimdeploy-profile-")
-        self.reference = runtime.export(model, example, Path(self._dir.name) / f"full{runtime.artifact_suffix}")
+        self.space: WidthSpace = measured.analysis.space
+        self.shape = measured.shape
+        self.device = self.runtime.fingerprint(self.shape)
         self.measured = 0
         self.reused = 0
-
-    @property
-    def space(self) -> WidthSpace:
-        return self.analysis.space
 
     def _key(self, widths: Widths) -> dict[str, Any]:
         return {"structure": self.space.fingerprint, "widths": widths.widths, "runtime": self.runtime.name,
@@ -62,11 +58,10 @@ class ConfigMeasurer:
             if found is not None:
                 self.reused += 1
                 return found
-        pruned = prune(self.model, widths, self.example, importance=FirstChannels(), analysis=self.analysis)
-        macs, _ = count_macs_params(pruned, self.example)
-        path = self.runtime.export(pruned, self.example,
-                                   Path(self._dir.name) / f"candidate{self.runtime.artifact_suffix}")
-        result = self.runtime.compare([self.reference, path], self.shape, rounds=self.rounds,
+        pruned = self.source.structure(widths)
+        macs, _ = count_macs_params(pruned, self.source.example)
+        path = self.runtime.export(pruned, self.source.example, self.source.path("sample"))
+        result = self.runtime.compare([self.source.reference, path], self.shape, rounds=self.rounds,
                                       max_rounds=3 * self.rounds, max_seconds=self.max_seconds)
         nodes = self.runtime.node_times(path, self.shape, self.node_runs) if self.runtime.supports_node_times else []
         m = result.measurements[1]
@@ -78,9 +73,6 @@ class ConfigMeasurer:
             self.db.put(figure)
         self.measured += 1
         return figure
-
-    def close(self) -> None:
-        self._dir.cleanup()
 
 
 def samples_from_figures(figures: list[Figure]) -> tuple[list[Sample], float]:
@@ -113,41 +105,43 @@ class Profile:
 
 def build_profile(model: nn.Module, example: torch.Tensor, analysis: Analysis, runtime: Runtime,
                   samples: int = 60, test_fraction: float = 0.25, seed: int = 0, db: LatencyDB | None = None,
-                  align: int = 8, say: Callable[[str], None] = lambda s: None) -> Profile:
+                  align: int = 8, say: Callable[[str], None] = lambda s: None,
+                  measured: MeasuredLatency | None = None) -> Profile:
     """Measure `samples` covering configurations (plus the full and the smallest), fit on the
-    training part, validate on every `1/test_fraction`-th configuration held out."""
+    training part, validate on every `1/test_fraction`-th configuration held out. `measured`, when
+    given, supplies pruning and the full model's artifact (a search's own, so nothing is exported twice)."""
     if samples < 8:
         raise SlimdeployError(f"a latency model needs at least 8 samples, got {samples}")
+    if measured is None:
+        with contextlib.closing(MeasuredLatency(model, example, analysis, runtime)) as own:
+            return build_profile(model, example, analysis, runtime, samples, test_fraction, seed, db, align, say, own)
     start = time.perf_counter()
-    measurer = ConfigMeasurer(model, example, analysis, runtime, db)
+    measurer = ConfigMeasurer(measured, db)
     space = analysis.space
-    try:
-        configs = covering_samples(space, samples, seed=seed, align=align)
-        step = max(2, round(1 / test_fraction)) if test_fraction > 0 else 0
-        test_idx = set(range(step - 1, samples, step)) if step else set()
-        extremes = [space.full(), Widths(space.fingerprint, {g.name: g.unit(align) for g in space})]
-        figures = []
-        for i, widths in enumerate(configs + extremes):
-            figures.append(measurer.figure(widths))
-            if (i + 1) % 10 == 0 or i + 1 == len(configs) + 2:
-                say(f"  {bar(i + 1, len(configs) + 2)} configurations ({measurer.measured} measured, "
-                    f"{measurer.reused} from the database)")
-        all_samples, reference_ms = samples_from_figures(figures)
-        train = [s for i, s in enumerate(all_samples) if i not in test_idx]
-        test = [s for i, s in enumerate(all_samples) if i in test_idx]
-        meta = {"runtime": runtime.name, "settings": runtime.options, "device": measurer.device,
-                "device_info": figures[0].payload.get("device_info"), "input_shape": list(example.shape),
-                "reference_ms": reference_ms}
-        fitted = fit(train, space.fingerprint, {g.name: g.width for g in space}, meta)
-        report = validate(fitted, train, test) if test else {"n_train": len(train), "n_test": 0}
-        report.update({"runtime": runtime.describe(), "device": meta["device_info"],
-                       "device_fingerprint": measurer.device, "reference_ms": reference_ms,
-                       "node_times": fitted.meta["node_times"]})
-        cost = {"configurations": len(figures), "measured": measurer.measured,
-                "from_database": measurer.reused, "seconds": round(time.perf_counter() - start, 1)}
-        return Profile(fitted, report, staircase(fitted, space, align), cost)
-    finally:
-        measurer.close()
+    configs = covering_samples(space, samples, seed=seed, align=align)
+    step = max(2, round(1 / test_fraction)) if test_fraction > 0 else 0
+    test_idx = set(range(step - 1, samples, step)) if step else set()
+    extremes = [space.full(), Widths(space.fingerprint, {g.name: g.unit(align) for g in space})]
+    figures = []
+    for i, widths in enumerate(configs + extremes):
+        figures.append(measurer.figure(widths))
+        if (i + 1) % 10 == 0 or i + 1 == len(configs) + 2:
+            say(f"  {bar(i + 1, len(configs) + 2)} configurations ({measurer.measured} measured, "
+                f"{measurer.reused} from the database)")
+    all_samples, reference_ms = samples_from_figures(figures)
+    train = [s for i, s in enumerate(all_samples) if i not in test_idx]
+    test = [s for i, s in enumerate(all_samples) if i in test_idx]
+    meta = {"runtime": runtime.name, "settings": runtime.options, "device": measurer.device,
+            "device_info": figures[0].payload.get("device_info"), "input_shape": list(example.shape),
+            "reference_ms": reference_ms}
+    fitted = fit(train, space.fingerprint, {g.name: g.width for g in space}, meta)
+    report = validate(fitted, train, test) if test else {"n_train": len(train), "n_test": 0}
+    report.update({"runtime": runtime.describe(), "device": meta["device_info"],
+                   "device_fingerprint": measurer.device, "reference_ms": reference_ms,
+                   "node_times": fitted.meta["node_times"]})
+    cost = {"configurations": len(figures), "measured": measurer.measured,
+            "from_database": measurer.reused, "seconds": round(time.perf_counter() - start, 1)}
+    return Profile(fitted, report, staircase(fitted, space, align), cost)
 
 
 def staircase(model: LatencyModel, space: WidthSpace, align: int = 8, tolerance: float = 0.001,

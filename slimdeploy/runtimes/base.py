@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Mapping, Sequence
 
 from ..errors import SlimdeployError
+from .helpers import with_input_shape
 
 # Keys of a device description that name the conditions of a figure; a change in any of them
 # makes earlier figures incomparable (volatile facts such as platform strings stay out).
@@ -84,11 +85,8 @@ class Runtime(ABC):
         from ..latency.host import host_info
 
         info = host_info()
-        info.update({"runtime": self.name, **{k: v for k, v in self.options.items()}})
-        if input_shape is not None:
-            info["input_shape"] = [int(d) for d in input_shape]
-            info["batch"] = int(input_shape[0]) if len(input_shape) else 1
-        return info
+        info.update({"runtime": self.name, **self.options})
+        return with_input_shape(info, input_shape)
 
     def fingerprint(self, input_shape: Sequence[int] | None = None) -> str:
         return device_fingerprint(self.device(input_shape))

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any
+from typing import Any, Sequence
 
 from ..errors import SlimdeployError
 
@@ -19,6 +19,22 @@ def positive_int(runtime: str, option: str, value: Any, unit: str = "") -> int:
     if number is None or number < 1:
         raise SlimdeployError(f"{runtime} option {option} must be a positive integer{unit}, got {value!r}")
     return number
+
+
+def integer(runtime: str, option: str, value: Any) -> int:
+    """`value` (an int or its text) as an integer, or a clear error."""
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise SlimdeployError(f"{runtime} option {option} must be an integer, got {value!r}") from None
+
+
+def with_input_shape(info: dict[str, Any], input_shape: Sequence[int] | None) -> dict[str, Any]:
+    """`info` with the input shape and batch a figure was measured at (unchanged without a shape)."""
+    if input_shape is not None:
+        info["input_shape"] = [int(d) for d in input_shape]
+        info["batch"] = int(input_shape[0]) if len(input_shape) else 1
+    return info
 
 
 def onnx_source(artifact: Any, runtime: str) -> tuple[str | bytes, str]:

@@ -5,7 +5,7 @@ from typing import Any, Sequence
 
 from slimdeploy.errors import SlimdeployError
 from slimdeploy.runtimes import Runtime
-from slimdeploy.runtimes.helpers import positive_int
+from slimdeploy.runtimes.helpers import integer, positive_int
 
 from .timer import OPTIMIZATION_LEVELS, PROVIDER, OrtTimer, device_info
 
@@ -52,11 +52,7 @@ class OnnxRuntime(Runtime):
             "optimization": _check_optimization(options.get("optimization", "all")),
             "provider": str(options.get("provider", PROVIDER)),
         }
-        seed = options.get("seed", 0)
-        try:
-            parsed["seed"] = int(seed)
-        except (TypeError, ValueError):
-            raise SlimdeployError(f"onnxruntime option seed must be an integer, got {seed!r}") from None
+        parsed["seed"] = integer("onnxruntime", "seed", options.get("seed", 0))
         config = _session_config(options.get("session_config") or {})
         if parsed["threads"] > 1:
             # Spinning pool threads of one session keep a core busy after its run and slow the next
@@ -81,11 +77,5 @@ class OnnxRuntime(Runtime):
                              seed=o["seed"], session_config=o.get("session_config"), provider=o["provider"])
 
     def device(self, input_shape: Sequence[int] | None = None) -> dict[str, Any]:
-        info = device_info(self.options["optimization"], self.options["provider"])
-        info["threads"] = self.options["threads"]
-        if self.options.get("session_config"):
-            info["session_config"] = dict(self.options["session_config"])
-        if input_shape is not None:
-            info["input_shape"] = [int(d) for d in input_shape]
-            info["batch"] = int(input_shape[0])
-        return info
+        o = self.options
+        return device_info(o["optimization"], o["provider"], o["threads"], o.get("session_config"), input_shape)

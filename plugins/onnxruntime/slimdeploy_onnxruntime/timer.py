@@ -10,7 +10,7 @@ import numpy as np
 
 from slimdeploy.errors import SlimdeployError
 from slimdeploy.latency.host import available_cores, host_info
-from slimdeploy.runtimes.helpers import onnx_source
+from slimdeploy.runtimes.helpers import onnx_source, with_input_shape
 
 ModelSource = Union[str, "os.PathLike[str]", bytes]
 
@@ -30,14 +30,20 @@ _NUMPY_TYPES = {
 }
 
 
-def device_info(optimization: str = "all", provider: str = PROVIDER) -> dict[str, Any]:
-    """What a figure was measured on: the host, runtime version, provider, optimization."""
+def device_info(optimization: str = "all", provider: str = PROVIDER, threads: int | None = None,
+                session_config: dict[str, str] | None = None,
+                input_shape: Sequence[int] | None = None) -> dict[str, Any]:
+    """What a figure was measured on: the host, runtime version, provider, optimization, threads, shape."""
     import onnxruntime as ort
 
     info = host_info()
     info.update({"runtime": "onnxruntime", "runtime_version": ort.__version__, "provider": provider,
                  "graph_optimization": optimization, "precision": "fp32"})
-    return info
+    if threads is not None:
+        info["threads"] = threads
+    if session_config:
+        info["session_config"] = dict(session_config)
+    return with_input_shape(info, input_shape)
 
 
 class OrtTimer:
@@ -141,11 +147,7 @@ class OrtTimer:
         return times
 
     def device(self) -> dict[str, Any]:
-        info = device_info(self.optimization, self.provider)
-        info.update({"threads": self.threads, "batch": self.batch, "input_shape": list(self.input_shape)})
-        if self.session_config:
-            info["session_config"] = dict(self.session_config)
-        return info
+        return device_info(self.optimization, self.provider, self.threads, self.session_config, self.input_shape)
 
 
 def _check_threads(threads: int | None) -> int:

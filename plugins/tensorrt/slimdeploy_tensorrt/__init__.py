@@ -10,7 +10,7 @@ from typing import Any, Sequence
 
 from slimdeploy.errors import SlimdeployError
 from slimdeploy.runtimes import Runtime
-from slimdeploy.runtimes.helpers import positive_int
+from slimdeploy.runtimes.helpers import integer, positive_int
 
 __all__ = ["TensorRTRuntime", "require_tensorrt", "require_cuda"]
 
@@ -77,11 +77,7 @@ class TensorRTRuntime(Runtime):
         workspace = _workspace_mb(options.get("workspace_mb"))
         if workspace is not None:
             parsed["workspace_mb"] = workspace
-        seed = options.get("seed", 0)
-        try:
-            parsed["seed"] = int(seed)
-        except (TypeError, ValueError):
-            raise SlimdeployError(f"tensorrt option seed must be an integer, got {seed!r}") from None
+        parsed["seed"] = integer("tensorrt", "seed", options.get("seed", 0))
         return parsed
 
     def timer(self, artifact: Any, input_shape: Sequence[int] | None = None):

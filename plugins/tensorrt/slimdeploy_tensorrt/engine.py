@@ -13,7 +13,7 @@ import torch
 
 from slimdeploy.errors import SlimdeployError
 from slimdeploy.latency.host import host_info
-from slimdeploy.runtimes.helpers import WarmUp, onnx_source
+from slimdeploy.runtimes.helpers import WarmUp, onnx_source, with_input_shape
 
 from . import require_cuda, require_tensorrt
 
@@ -33,10 +33,7 @@ def device_info(precision: str, workspace_mb: int | None = None,
                  "gpu": torch.cuda.get_device_name(), "cuda_version": torch.version.cuda, "precision": precision})
     if workspace_mb is not None:
         info["workspace_mb"] = int(workspace_mb)
-    if input_shape is not None:
-        info["input_shape"] = [int(d) for d in input_shape]
-        info["batch"] = int(input_shape[0]) if len(input_shape) else 1
-    return info
+    return with_input_shape(info, input_shape)
 
 
 def torch_dtype(trt_dtype: Any) -> torch.dtype:

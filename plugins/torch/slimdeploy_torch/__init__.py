@@ -12,7 +12,7 @@ from typing import Any, Sequence
 
 from slimdeploy.errors import SlimdeployError
 from slimdeploy.runtimes import Runtime
-from slimdeploy.runtimes.helpers import positive_int
+from slimdeploy.runtimes.helpers import integer, positive_int
 
 __all__ = ["TorchRuntime", "SIDECAR"]
 
@@ -80,11 +80,7 @@ class TorchRuntime(Runtime):
         }
         if parsed["precision"] == "fp16" and parsed["device"] == "cpu":
             raise SlimdeployError("torch option precision=fp16 needs device=cuda; on the CPU use precision=fp32")
-        seed = options.get("seed", 0)
-        try:
-            parsed["seed"] = int(seed)
-        except (TypeError, ValueError):
-            raise SlimdeployError(f"torch option seed must be an integer, got {seed!r}") from None
+        parsed["seed"] = integer("torch", "seed", options.get("seed", 0))
         return parsed
 
     def export(self, model: Any, example_input: Any, path: Path) -> Path:

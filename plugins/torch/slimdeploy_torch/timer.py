@@ -15,7 +15,7 @@ import torch.nn as nn
 
 from slimdeploy.errors import SlimdeployError
 from slimdeploy.latency.host import available_cores, host_info
-from slimdeploy.runtimes.helpers import WarmUp
+from slimdeploy.runtimes.helpers import WarmUp, with_input_shape
 
 from . import SIDECAR
 
@@ -31,10 +31,7 @@ def device_info(device: str, mode: str, precision: str, threads: int,
     if device.startswith("cuda"):
         info["gpu"] = torch.cuda.get_device_name(torch.device(device))
         info["cuda_version"] = torch.version.cuda
-    if input_shape is not None:
-        info["input_shape"] = [int(d) for d in input_shape]
-        info["batch"] = int(input_shape[0]) if len(input_shape) else 1
-    return info
+    return with_input_shape(info, input_shape)
 
 
 def load_artifact(artifact: Any) -> tuple[nn.Module, list[int] | None, str]:
