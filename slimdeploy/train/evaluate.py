@@ -109,7 +109,7 @@ def estimate_accuracy(model: nn.Module, train_loader: Iterable[Batch], val_loade
     try:
         scratch = copy.deepcopy(model)
     except Exception:  # a module that cannot be deep-copied: recalibrate in place, then put back
-        return _estimate_in_place(model, train_loader, val_loader, calib_batches, eval_batches)
+        return recalibrated_accuracy(model, train_loader, val_loader, calib_batches, eval_batches, restore=True)
     if calib_batches:
         recalibrate_batchnorm(scratch, train_loader, max_batches=calib_batches)
     return accuracy(scratch, val_loader, max_batches=eval_batches)
@@ -146,13 +146,21 @@ def _batch_size(inputs: torch.Tensor) -> int:
     return int(inputs.shape[0]) if inputs.ndim else 1
 
 
-def _estimate_in_place(model: nn.Module, train_loader, val_loader, calib_batches, eval_batches) -> float:
-    saved = {name: b.detach().clone() for name, b in model.named_buffers()}
+def recalibrated_accuracy(model: nn.Module, train_batches: Iterable[Batch], val_batches: Iterable[Batch],
+                          calib_batches: int | None = 5, eval_batches: int | None = None, restore: bool = False) -> float:
+    """`estimate_accuracy` without a copy: recalibrate `model`'s own BatchNorm stats, then score it.
+
+    For shared-weight supernets and large models, where a copy per candidate is too costly. With
+    `restore`, every buffer (running stats) is put back afterwards; otherwise the model keeps the
+    recalibrated statistics.
+    """
+    saved = {name: b.detach().clone() for name, b in model.named_buffers()} if restore else None
     try:
-        if calib_batches:
-            recalibrate_batchnorm(model, train_loader, max_batches=calib_batches)
-        return accuracy(model, val_loader, max_batches=eval_batches)
+        if calib_batches is None or calib_batches > 0:
+            recalibrate_batchnorm(model, train_batches, max_batches=calib_batches)
+        return accuracy(model, val_batches, max_batches=eval_batches)
     finally:
-        with torch.no_grad():
-            for name, b in model.named_buffers():
-                b.copy_(saved[name])
+        if saved is not None:
+            with torch.no_grad():
+                for name, b in model.named_buffers():
+                    b.copy_(saved[name])
