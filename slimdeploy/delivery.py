@@ -92,8 +92,8 @@ def deliver(d: Delivery, searcher: Searcher, problem_for: Callable[[float], Sear
 
 def _build(d: Delivery, result: SearchResult) -> nn.Module:
     """The model at the chosen widths: extracted from the supernet's weights, or pruned from the original's."""
-    if d.supernet is not None:
-        return d.supernet.extract(result.widths)
+    if d.supernet is not None:  # its BatchNorm statistics re-estimated for this sub-network
+        return d.supernet.extract(result.widths, calibration=d.data["calibration"])
     s = d.options.search
     batch = None
     if s.importance == "taylor":

@@ -107,3 +107,42 @@ def test_unknown_runtime_and_bad_budget_are_refused_before_any_work(tmp_path):
     with pytest.raises(SlimdeployError, match="bad latency budget"):
         compress("torchvision:resnet18", tmp_path / "c", latency="fast")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_compress_trains_one_supernet_and_delivers_every_budget_from_the_command_line(tmp_path):
+    import subprocess
+    import sys
+
+    out = tmp_path / "c"
+    done = subprocess.run(
+        [sys.executable, "-m", "slimdeploy", "compress", "slimdeploy.models:cifar_resnet8_wide", "--input-shape",
+         "1,3,16,16", "--data", "digits", "--method", "evolution", "--latency", "0.5x,0.8x", "--search-option",
+         "population=6", "--search-option", "generations=1", "--samples", "8", "--threads", "1",
+         "--supernet-epochs", "1", "--out", str(out), "--json"],
+        capture_output=True, text=True, timeout=1200, env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    summary = json.loads(done.stdout)
+    assert [b["budget"] for b in summary["budgets"]] == ["0.5x", "0.8x"]
+    for row, limit in zip(summary["budgets"], (0.5, 0.8)):
+        assert row["latency_ratio"] <= limit and row["accuracy"] > 0.3  # a random-init spec: chance is 0.1
+        report = json.loads((out / row["folder"] / "report.json").read_text())
+        assert report["method"] == "evolution" and report["verification"]["passed"]
+        assert "supernet" in report["score"]["kind"] and report["search"]["supernet"]["groups"] > 0
+        assert (out / row["folder"] / "model.onnx").exists()
+    assert summary["budgets"][0]["macs"] < summary["budgets"][1]["macs"]
+    assert {"summary.json", "summary.md", "summary.png"} <= {p.name for p in out.iterdir()}
+    assert slimdeploy.load(out / "0.5x")(torch.zeros(1, 3, 16, 16)).shape == (1, 10)
+
+
+def test_slim_search_on_a_given_supernet_delivers_widths_it_scored(digits_model, tmp_path):
+    from slimdeploy.supernet import Supernet, SupernetTraining, train_supernet
+
+    supernet = Supernet(digits_model, torch.zeros(*DIGITS_SHAPE))
+    train, _, _ = load_dataset("digits", input_shape=DIGITS_SHAPE)
+    train_supernet(supernet, train, SupernetTraining(epochs=1, lr=0.02), out=tmp_path / "sn", say=lambda t: None)
+    report = compress(digits_model, tmp_path / "c", latency="0.6x", data="digits", method="slim",
+                      supernet=str(tmp_path / "sn"), input_shape=DIGITS_SHAPE, threads=1, samples=8,
+                      say=lambda text: None)
+    assert report["method"] == "slim" and report["latency_ms"]["ratio"] <= 0.6
+    assert report["search"]["history"] and report["search"]["predicted"]["latency"] <= 0.6
+    assert report["accuracy"]["compressed"] > 0.5

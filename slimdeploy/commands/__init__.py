@@ -4,7 +4,7 @@ from __future__ import annotations
 import importlib
 
 # In the order `slimdeploy --help` lists them.
-COMMANDS = ("inspect", "prune", "export", "compress", "profile", "db", "agent", "demo")
+COMMANDS = ("inspect", "prune", "export", "compress", "supernet", "search", "profile", "db", "agent", "demo")
 
 
 def register_all(sub) -> None:

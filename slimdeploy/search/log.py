@@ -22,10 +22,12 @@ class SearchLog:
     written under another key is refused, so a resumed search never mixes two set-ups.
     """
 
-    def __init__(self, path: str | Path, key: dict):
-        self.path, self.key = Path(path), key
+    def __init__(self, path: str | Path, key: dict, writable: bool = True):
+        self.path, self.key, self.writable = Path(path), key, writable
 
     def save(self, state: dict, scores: dict[Widths, float]) -> None:
+        if not self.writable:  # under torchrun only rank 0 writes
+            return
         data = {"format": LOG_FORMAT, "key": self.key, "state": state,
                 "scores": [[dict(w.widths), s] for w, s in scores.items()],
                 "structure": next(iter(scores)).structure if scores else None}

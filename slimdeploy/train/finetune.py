@@ -25,6 +25,8 @@ import torch.nn.functional as F
 from slimdeploy.errors import SlimdeployError
 
 from .evaluate import logits_of, model_device
+from . import distributed as dist
+from .batches import EpochBatches
 from .loop import Hook, IterableBatches, StepFn, TrainLoop, cosine_schedule
 
 Progress = Callable[[dict[str, Any]], None]
@@ -52,7 +54,8 @@ def finetune(
     called after every step with {"epoch", "epochs", "batch", "batches", "loss", "lr"} (1-based;
     "batches" is None when the loader has no length); `hooks` are `TrainLoop` hooks (evaluation,
     checkpointing). `seed` seeds the loop's own forked RNG (dropout), never the caller's, so a
-    run is reproducible given the same batch order. Batches of one sample are skipped
+    run is reproducible given the same batch order. Under torchrun the student is wrapped in
+    DistributedDataParallel and each rank trains its share of the loader's dataset. Batches of one sample are skipped
     (BatchNorm cannot train on them). The student ends in eval mode; with epochs=0 it is
     returned untouched.
 
@@ -63,11 +66,12 @@ def finetune(
     if epochs == 0:
         return []
     optimizer = sgd_optimizer(student, lr, weight_decay, momentum)
-    batches = IterableBatches(train_loader, max_batches_per_epoch)
+    batches = _batches(train_loader, max_batches_per_epoch, seed)
     total = len(batches) * epochs
     use_teacher = teacher is not None and kd_weight > 0
     teacher_mode = teacher.training if teacher is not None else False
-    loop = TrainLoop(student, optimizer, classification_step(teacher if use_teacher else None, kd_weight, temperature),
+    loop = TrainLoop(dist.wrap(student), optimizer,
+                     classification_step(teacher if use_teacher else None, kd_weight, temperature),
                      batches, epochs, cosine_schedule(lr, total) if total else None,
                      hooks=[*([ProgressHook(progress)] if progress else []), *hooks], seed=seed)
     try:
@@ -78,6 +82,15 @@ def finetune(
         student.eval()
         if teacher is not None:
             teacher.train(teacher_mode)
+
+
+def _batches(train_loader: Iterable, max_batches: int | None, seed: int):
+    """The loader's batches; under torchrun, this rank's share of its dataset (`EpochBatches`)."""
+    dataset, size = getattr(train_loader, "dataset", None), getattr(train_loader, "batch_size", None)
+    if dist.active() and dataset is not None and size:
+        return EpochBatches(dataset, size, seed=seed, rank=dist.rank(), world_size=dist.world_size(),
+                            limit=max_batches * size * dist.world_size() if max_batches else None)
+    return IterableBatches(train_loader, max_batches)
 
 
 def sgd_optimizer(model: nn.Module, lr: float, weight_decay: float = 5e-5, momentum: float = 0.9) -> torch.optim.SGD:
