@@ -33,6 +33,7 @@ from .problem import check_latency_source, latency_source, resolve_runtime, sear
 from .report import write_reports, write_summary
 from .scoring import original_scorer, scoring_data
 from .search import LATENCY, BudgetUnreachable, SearchProblem, get_searcher
+from .shared_weights import WeightsContext, provide
 
 def compress(model: str | nn.Module, out: str | os.PathLike, latency: str | list[str] = "0.5x",
              macs: str | None = None, params: str | None = None, *, input_shape=None, ignore=(),
@@ -55,9 +56,10 @@ def compress(model: str | nn.Module, out: str | os.PathLike, latency: str | list
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / MANIFEST).exists()
                                               and not (out / "summary.json").exists())):
         raise SlimdeployError(f"{out} exists and is not a slimdeploy output; choose another --out")
-    if searcher.needs_supernet and not t.data:
-        raise SlimdeployError(f"search method {s.method!r} trains and scores a supernet, which needs data: "
-                              f"pass data (CLI: --data digits|mnist5k|fashion-mnist|package.module:factory)")
+    if searcher.shared_weights and not t.data:
+        raise SlimdeployError(f"search method {s.method!r} trains and scores shared weights ({searcher.shared_weights})"
+                              f", which needs data: pass data (CLI: --data digits|mnist5k|fashion-mnist|"
+                              f"package.module:factory)")
     if isinstance(model, str):
         spec, model = model, load_model(model)
     else:
@@ -80,11 +82,10 @@ def compress(model: str | nn.Module, out: str | os.PathLike, latency: str | list
         say(f"measuring the original on {rt.describe()}")
         original = rt.measure(measured.reference, shape)
         latency_fn, offered, profile_info = latency_source(lat, model, x, analysis, rt, measured, s, say)
-        supernet = None
-        if searcher.needs_supernet:
-            supernet = _supernet(model, x, analysis, data, options, say)
-            score, score_kind = supernet.scorer(data["calibration"], data["held_out"]), \
-                "supernet accuracy after BatchNorm recalibration on held-out batches"
+        supernet = None  # the shared weights, when the method scores on them
+        if searcher.shared_weights:
+            supernet = provide(searcher.shared_weights, WeightsContext(model, x, analysis, data, options, say))
+            score, score_kind = supernet.scorer(data["calibration"], data["held_out"]), supernet.score_kind
         else:
             score, score_kind = original_scorer(model, x, analysis, data, s.importance)
         costs = search_costs(cost_model, latency_fn)
@@ -97,7 +98,7 @@ def compress(model: str | nn.Module, out: str | os.PathLike, latency: str | list
 
             def problem_for(ratio: float) -> SearchProblem:
                 return SearchProblem(analysis.space, costs, search_limits(limits, ratio), score, s.align,
-                                     s.min_fraction, offered, say)
+                                     s.min_fraction, offered, say, shared=supernet)
 
             delivery = Delivery(spec=spec, model=model, example=x, analysis=analysis, runtime=rt, measured=measured,
                                 data=data, options=options, budget=budget, limits=limits,
@@ -132,23 +133,3 @@ def _unreachable(exc: BudgetUnreachable, budget: Budget, limits: dict, original_
             f"{limits['latency_ms']:.3f} ms)")
     return SlimdeployError(f"the {exc.constraint} cap cannot be met: the smallest widths reach {exc.lowest:,.0f} "
                            f"against a cap of {exc.limit:,.0f}; loosen --{exc.constraint} or lower --min-width")
-
-
-def _supernet(model, x, analysis, data, options: CompressOptions, say):
-    """The supernet the search scores on: loaded from `train.supernet`, or trained here on `data`."""
-    from .supernet import Supernet, SupernetTraining, load_supernet, train_supernet
-
-    t, s = options.train, options.search
-    if t.supernet:
-        supernet = load_supernet(t.supernet)
-        if supernet.space.fingerprint != analysis.space.fingerprint:
-            raise SlimdeployError(f"the supernet in {t.supernet} was trained for structure "
-                                  f"{supernet.space.fingerprint}, this model is {analysis.space.fingerprint}")
-        return supernet
-    supernet = Supernet(model, x, analysis, importance=s.importance if s.importance != "taylor" else "l2",
-                        align=s.align, min_fraction=s.min_fraction)
-    say(f"training a supernet for {t.supernet_epochs} epoch(s) on {data['info']['name']} (sandwich rule, "
-        f"in-place distillation)")
-    train_supernet(supernet, data["train_set"], SupernetTraining(epochs=t.supernet_epochs, lr=t.supernet_lr,
-                                                                 batch_size=t.batch_size, seed=t.seed), say=say)
-    return supernet

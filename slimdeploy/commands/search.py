@@ -1,4 +1,4 @@
-"""`slimdeploy search`: widths for latency budgets, scored on a trained supernet; resumable."""
+"""`slimdeploy search`: widths for latency budgets, scored on shared weights (a supernet, ...); resumable."""
 from __future__ import annotations
 
 import contextlib
@@ -12,14 +12,18 @@ from .common import (add_budget_args, add_model_args, add_runtime_args, add_sear
 
 
 def register(sub) -> None:
-    p = sub.add_parser("search", help="choose widths for latency budgets on a trained supernet (front.json, "
+    p = sub.add_parser("search", help="choose widths for latency budgets on shared weights (front.json, "
                                       "front.png, widths.json)")
     add_model_args(p)
-    p.add_argument("--supernet", required=True, metavar="DIR", help="directory from `slimdeploy supernet train`")
-    p.add_argument("--data", required=True, help="the data the supernet was trained on (its held-out search split "
+    p.add_argument("--supernet", metavar="DIR", help="a trained supernet (`slimdeploy supernet train`); without it, "
+                                                    "the method's shared weights are trained here first")
+    p.add_argument("--data", required=True, help="the data the weights were trained on (its held-out search split "
                                                  "scores the candidates)")
     p.add_argument("--seed", type=int, help="data split seed (default: the supernet's training seed)")
     p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--epochs", type=int, default=1, help="epochs of shared-weight training when no --supernet is "
+                                                         "given (default 1)")
+    p.add_argument("--lr", type=float, default=0.01, help="learning rate of that training")
     add_budget_args(p)
     add_search_args(p, default="evolution")
     add_runtime_args(p)
@@ -42,14 +46,21 @@ def run(args) -> int:
     from ..scoring import scoring_data
     from ..search import SearchLog, SearchProblem, get_searcher
     from ..space import atomic_write_text
-    from ..supernet import load_supernet
+    from ..shared_weights import WeightsContext, provide
+    from ..supernet.store import read_manifest
     from ..train import distributed as dist
 
     settings = search_settings(args)
-    options = CompressOptions.build(**settings, runtime=runtime_from_args(args))
+    options = CompressOptions.build(**settings, runtime=runtime_from_args(args), data=args.data,
+                                    batch_size=args.batch_size, supernet=args.supernet, supernet_epochs=args.epochs,
+                                    supernet_lr=args.lr)
     check_latency_source(options.latency.latency_model)
     budgets = parse_budgets(args.latency, args.macs, args.params)
     searcher = get_searcher(args.method, **options.search.search_options)
+    if not searcher.shared_weights:
+        raise SlimdeployError(f"search method {args.method!r} scores the original's weights; `search` is for "
+                              f"shared-weight methods ({', '.join(_shared_methods())}); use compress --method "
+                              f"{args.method}")
     out = Path(args.out)
     distributed = dist.init_from_env()
     if distributed and (options.latency.latency_model in ("fit", "measure")
@@ -63,12 +74,11 @@ def run(args) -> int:
     say = say_for(args) if dist.is_main() else (lambda text: None)
     model, example = load_model_and_input(args)
     analysis = analyse(model, example, args.ignore)
-    supernet = load_supernet(args.supernet)
-    if supernet.space.fingerprint != analysis.space.fingerprint:
-        raise SlimdeployError(f"the supernet in {args.supernet} is for structure {supernet.space.fingerprint}, but "
-                              f"{args.model} has {analysis.space.fingerprint}")
-    seed = args.seed if args.seed is not None else supernet.trained.get("config", {}).get("seed", 0)
+    trained = read_manifest(args.supernet).get("training", {}) if args.supernet else {}
+    seed = args.seed if args.seed is not None else trained.get("config", {}).get("seed", 0)
+    options.train.seed = seed
     data = scoring_data(args.data, tuple(example.shape), args.batch_size, seed)
+    shared = provide(searcher.shared_weights, WeightsContext(model, example, analysis, data, options, say))
     cost_model = CostModel.build(model, example, ChannelMap.build(model, analysis))
     macs0, params0 = count_macs_params(model, example)
     rt = options.latency.runtime
@@ -77,7 +87,7 @@ def run(args) -> int:
         original_ms = rt.measure(measured.reference, tuple(example.shape)).median_ms if absolute else 1.0
         latency, offered, info = latency_source(options.latency, model, example, analysis, rt, measured,
                                                 options.search, say)
-        score = functools.cache(supernet.scorer(data["calibration"], data["held_out"]))
+        score = functools.cache(shared.scorer(data["calibration"], data["held_out"]))
         costs = search_costs(cost_model, latency)
         s = options.search
         evaluated, chosen, targets = [], [], []
@@ -89,7 +99,7 @@ def run(args) -> int:
                                                                  "min_fraction": s.min_fraction},
                             writable=dist.is_main())
             problem = SearchProblem(analysis.space, costs, search_limits(limits, target), score, s.align,
-                                    s.min_fraction, offered, say, log=log)
+                                    s.min_fraction, offered, say, log=log, shared=shared)
             say(f"searching ({args.method}) for latency <= {target:.3f}x ({budget.latency.text})")
             result = searcher.search(problem)
             name = "widths.json" if len(budgets) == 1 else f"widths-{budget.label}.json"
@@ -100,13 +110,19 @@ def run(args) -> int:
             targets.append(target)
     if not dist.is_main():
         return 0
-    front = write_front(out, evaluated, chosen, targets, f"{args.model}: {args.method} on the supernet")
+    front = write_front(out, evaluated, chosen, targets, f"{args.model}: {args.method} on shared weights")
     summary = {"out": str(out), "method": args.method, "latency_source": info.get("kind"),
                "evaluated": len(front["candidates"]), "pareto": sum(c["pareto"] for c in front["candidates"]),
                "chosen": {label: {"costs": c["costs"], "score": c["score"]} for label, c in front["chosen"].items()}}
     atomic_write_text(out / "search.json", json.dumps({**summary, "latency": info}, indent=1, default=str) + "\n")
     print(json.dumps(summary, indent=2))
     return 0
+
+
+def _shared_methods() -> list[str]:
+    from ..search import SEARCHERS
+
+    return sorted(name for name, cls in SEARCHERS.items() if cls.shared_weights)
 
 
 def _prepare(out: Path, resume: bool) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 from ..errors import SlimdeployError
 from ..space import MIN_WIDTH_FRACTION, Widths, WidthSpace
@@ -67,6 +67,7 @@ class SearchProblem:
     offered: dict[str, list[int]] | None = None
     say: Callable[[str], None] = lambda text: None
     log: "SearchLog | None" = None  # where a long search checkpoints its progress and scores
+    shared: Any = None              # the shared weights scoring candidates, for searchers that use more of them
     _costs: dict = field(default_factory=dict, repr=False)
     _scores: dict = field(default_factory=dict, repr=False)
 
@@ -210,12 +211,13 @@ class SearchResult:
 class Searcher:
     """Base class: `name`, parameters stored by `__init__`, `search(problem) -> SearchResult`.
 
-    `needs_supernet` searchers score candidates on shared weights; the pipeline trains a
-    supernet first and hands them its accuracy estimate.
+    A searcher whose `shared_weights` names a kind ("supernet", ...) scores candidates on weights
+    trained for many widths at once; the pipeline trains them first (`slimdeploy.shared_weights`)
+    and hands the searcher their accuracy estimate.
     """
 
     name = ""
-    needs_supernet = False
+    shared_weights: str | None = None
 
     def search(self, problem: SearchProblem) -> SearchResult:
         raise NotImplementedError

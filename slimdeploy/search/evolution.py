@@ -38,7 +38,7 @@ class EvolutionSearch(Searcher):
     """
 
     name = "evolution"
-    needs_supernet = True
+    shared_weights = "supernet"
 
     def __init__(self, population: int = 50, generations: int = 20, parents: int = 10, mutations: int = 0,
                  crossovers: int = 0, mutation_prob: float = 0.1, lower_bound: float = 0.8, jitter: float = 0.3,

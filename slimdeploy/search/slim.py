@@ -23,7 +23,7 @@ class SlimSearch(Searcher):
     """
 
     name = "slim"
-    needs_supernet = True
+    shared_weights = "supernet"
 
     def __init__(self, step: int = 1, max_steps: int = 1000):
         self.step, self.max_steps = step, max_steps

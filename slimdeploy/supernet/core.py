@@ -45,6 +45,8 @@ Keep = dict[str, torch.Tensor]  # group name -> bool per channel
 class Supernet(nn.Module):
     """A model whose channel groups can be narrowed to any widths without copying or pruning it."""
 
+    score_kind = "supernet accuracy after BatchNorm recalibration on the search split"
+
     def __init__(self, model: nn.Module, example_input: torch.Tensor, analysis: Analysis | None = None,
                  importance: str = "l2", align: int = 8, min_fraction: float = MIN_WIDTH_FRACTION,
                  order: Mapping[str, list[int]] | None = None):

@@ -99,12 +99,9 @@ def write_supernet(out: Path, supernet: "Supernet", training: dict[str, Any]) ->
     atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=1) + "\n")
 
 
-def load_supernet(directory: str | os.PathLike) -> "Supernet":
-    """The supernet saved in `directory` (by `slimdeploy supernet train` or `train_supernet(out=...)`)."""
-    from .core import Supernet
-
-    directory = Path(directory)
-    path = directory / MANIFEST
+def read_manifest(directory: str | os.PathLike) -> dict:
+    """supernet.json of a finished supernet directory (its model, channel order and training record)."""
+    path = Path(directory) / MANIFEST
     try:
         manifest = json.loads(path.read_text())
     except FileNotFoundError:
@@ -114,18 +111,27 @@ def load_supernet(directory: str | os.PathLike) -> "Supernet":
         raise SlimdeployError(f"cannot read {path}: {exc}") from None
     if manifest.get("format") != SUPERNET_FORMAT:
         raise SlimdeployError(f"{path} is not a slimdeploy supernet (format {manifest.get('format')!r})")
+    return manifest
+
+
+def load_supernet(directory: str | os.PathLike) -> "Supernet":
+    """The supernet saved in `directory` (by `slimdeploy supernet train` or `train_supernet(out=...)`)."""
+    from .core import Supernet
+
+    directory = Path(directory)
+    manifest = read_manifest(directory)
     source = manifest["model"]
     if not source.get("source"):
-        raise SlimdeployError(f"{path} records no source model to rebuild the supernet from")
-    model = rebuild({**source, "input_shape": source["input_shape"]})
+        raise SlimdeployError(f"{directory / MANIFEST} records no source model to rebuild the supernet from")
+    model = rebuild(source)
     setattr(model, META, {"source": source["source"], "steps": source.get("steps", []),
                           "input_shape": source["input_shape"]})
     example = torch.randn(*source["input_shape"], generator=torch.Generator().manual_seed(0))
     supernet = Supernet(model, example, order=manifest["order"], align=manifest["align"],
                         min_fraction=manifest["min_fraction"])
     if supernet.space.fingerprint != manifest["structure"]:
-        raise SlimdeployError(f"{path} was made for structure {manifest['structure']}, but its model now gives "
-                              f"{supernet.space.fingerprint} (another torchvision or slimdeploy version?)")
+        raise SlimdeployError(f"{directory / MANIFEST} was made for structure {manifest['structure']}, but its model "
+                              f"now gives {supernet.space.fingerprint} (another torchvision or slimdeploy version?)")
     try:
         supernet.model.load_state_dict(_load(directory / WEIGHTS))
     except RuntimeError as exc:
