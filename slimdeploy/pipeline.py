@@ -30,10 +30,13 @@ from .inspection import count_macs_params
 from .latency.oracle import MeasuredLatency
 from .options import CompressOptions
 from .problem import check_latency_source, latency_source, resolve_runtime, search_costs, search_limits
-from .report import write_reports, write_summary
+from .report import write_front, write_reports, write_summary
 from .scoring import original_scorer, scoring_data
 from .search import LATENCY, BudgetUnreachable, SearchProblem, get_searcher
 from .shared_weights import WeightsContext, provide
+
+OUTPUT_MARKERS = (MANIFEST, "summary.json")  # what makes an existing --out one of ours, safe to replace
+
 
 def compress(model: str | nn.Module, out: str | os.PathLike, latency: str | list[str] = "0.5x",
              macs: str | None = None, params: str | None = None, *, input_shape=None, ignore=(),
@@ -53,8 +56,8 @@ def compress(model: str | nn.Module, out: str | os.PathLike, latency: str | list
     budgets = parse_budgets(latency, macs, params)
     searcher = get_searcher(s.method, **s.search_options)
     out = Path(out)
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / MANIFEST).exists()
-                                              and not (out / "summary.json").exists())):
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and
+                                              not any((out / m).exists() for m in OUTPUT_MARKERS))):
         raise SlimdeployError(f"{out} exists and is not a slimdeploy output; choose another --out")
     if searcher.shared_weights and not t.data:
         raise SlimdeployError(f"search method {s.method!r} trains and scores shared weights ({searcher.shared_weights})"
@@ -90,7 +93,7 @@ def compress(model: str | nn.Module, out: str | os.PathLike, latency: str | list
             score, score_kind = original_scorer(model, x, analysis, data, s.importance)
         costs = search_costs(cost_model, latency_fn)
         score = functools.cache(score)  # shared by every budget and retry
-        reports = []
+        reports, searched = [], []
         for budget in budgets:
             target = staging / budget.label if len(budgets) > 1 else staging
             limits = budget.resolve(original.median_ms, macs0, params0)
@@ -114,9 +117,14 @@ def compress(model: str | nn.Module, out: str | os.PathLike, latency: str | list
                 report["search"]["supernet"] = supernet.summary()
             write_reports(target, report)
             reports.append(report)
+            searched.append((budget.label, result, limits["latency_ms"] / original.median_ms))
         if len(budgets) > 1:
             summary = write_summary(staging, reports, spec)
-        replace_dir(staging, out, markers=(MANIFEST, "summary.json"))
+        if supernet is not None:  # the accuracy–latency front the shared weights gave, every budget marked
+            write_front(staging, [c for _, r, _ in searched for c in r.evaluated],
+                        [(label, r.best) for label, r, _ in searched],
+                        [ratio for _, _, ratio in searched], f"{spec}: {s.method} on shared weights")
+        replace_dir(staging, out, markers=OUTPUT_MARKERS)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

@@ -130,7 +130,9 @@ def test_compress_trains_one_supernet_and_delivers_every_budget_from_the_command
         assert "supernet" in report["score"]["kind"] and report["search"]["supernet"]["groups"] > 0
         assert (out / row["folder"] / "model.onnx").exists()
     assert summary["budgets"][0]["macs"] < summary["budgets"][1]["macs"]
-    assert {"summary.json", "summary.md", "summary.png"} <= {p.name for p in out.iterdir()}
+    assert {"summary.json", "summary.md", "summary.png", "front.json", "front.png"} <= {p.name for p in out.iterdir()}
+    front = json.loads((out / "front.json").read_text())
+    assert set(front["chosen"]) == {"0.5x", "0.8x"} and front["latency_targets"] == [0.5, 0.8]
     assert slimdeploy.load(out / "0.5x")(torch.zeros(1, 3, 16, 16)).shape == (1, 10)
 
 

@@ -46,7 +46,7 @@ def add_search_args(p: argparse.ArgumentParser, default: str = "uniform") -> Non
 
     p.add_argument("--method", default=default, choices=sorted(SEARCHERS),
                    help=f"search method (default {default}); "
-                        + "; ".join(f"{n}: {(c.__doc__ or '').strip().splitlines()[0]}" for n, c in sorted(SEARCHERS.items())))
+                        + "; ".join(f"{n}: {(c.__doc__ or '').strip().splitlines()[0].rstrip('.')}" for n, c in sorted(SEARCHERS.items())))
     p.add_argument("--search-option", action="append", default=[], metavar="KEY=VALUE",
                    help="a parameter of the search method, e.g. population=30 (repeatable; unknown keys list the "
                         "known ones)")
