@@ -36,7 +36,7 @@ import torch  # noqa: E402
 SECTION = "tradeoff"
 TRACKS = {
     "resnet20": {"spec": "slimdeploy.models:cifar_resnet20", "shape": (1, 3, 28, 28), "data": "bench_data:fashion_10k",
-                 "original_epochs": 10, "original_lr": 0.05, "budgets": "0.7x,0.5x,0.35x", "align": 4},
+                 "original_epochs": 10, "original_lr": 0.05, "budgets": "0.7x,0.5x,0.35x", "align": 8},
     "lite0": {"spec": "slimdeploy.pretrained:efficientnet_lite0_10", "shape": (1, 3, 64, 64),
               "data": "bench_data:fashion_10k_imagenet", "original_epochs": 2, "original_lr": 0.02,
               "budgets": "0.5x,0.25x,0.12x", "align": 8},
