@@ -5,7 +5,11 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: demo test bench-zoo clean
+.PHONY: demo test data bench-zoo clean
+
+# Fashion-MNIST (benchmarks, `--data fashion-mnist`) is the Debian package dataset-fashion-mnist.
+FASHION_MNIST_PACKAGE := dataset-fashion-mnist
+FASHION_MNIST_DIR ?= $(or $(SLIMDEPLOY_FASHION_MNIST_DIR),/usr/share/datasets/fashion-mnist)
 
 PLUGINS := $(wildcard plugins/*/pyproject.toml)
 
@@ -26,6 +30,20 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+# Installs Fashion-MNIST with apt-get where this user may (root); elsewhere says what to run.
+data:
+	@if [ -f "$(FASHION_MNIST_DIR)/train-images-idx3-ubyte.gz" ]; then \
+		echo "Fashion-MNIST is installed in $(FASHION_MNIST_DIR)"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq && apt-get install -y -qq $(FASHION_MNIST_PACKAGE) && \
+		echo "Fashion-MNIST installed in /usr/share/datasets/fashion-mnist"; \
+	else \
+		echo "Fashion-MNIST is the Debian package $(FASHION_MNIST_PACKAGE), and installing it needs root here."; \
+		echo "Run:  sudo apt-get update && sudo apt-get install -y $(FASHION_MNIST_PACKAGE)"; \
+		echo "or put its idx.gz files in a folder and set SLIMDEPLOY_FASHION_MNIST_DIR to it."; \
+		exit 1; \
+	fi
 
 bench-zoo: $(STAMP)
 	$(BIN)/python benchmarks/zoo.py
