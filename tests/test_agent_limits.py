@@ -251,3 +251,14 @@ def test_bad_limits_or_tls_files_stop_the_start_in_one_line(tmp_path, args, reas
     done = _start(*(str(tmp_path / a) if a in ("cert.pem", "garbage") else a for a in args))
     assert done.returncode == 2 and reason in done.stderr, done.stderr
     assert len(done.stderr.strip().splitlines()) == 1 and done.stdout == ""
+
+
+def test_the_agent_help_names_its_limits_and_tls_options(capsys):
+    from slimdeploy.cli import main
+
+    with pytest.raises(SystemExit) as done:
+        main(["agent", "--help"])
+    text = capsys.readouterr().out
+    assert done.value.code == 0
+    for option in ("--max-memory", "--max-cpu-seconds", "--tls-cert", "--tls-key", "50% of this device's RAM"):
+        assert option in text

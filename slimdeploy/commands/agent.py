@@ -46,7 +46,7 @@ def register(sub) -> None:
     default_memory = default_max_memory()
     shown = f"{size_text(default_memory)}, " if default_memory else ""
     p.add_argument("--max-memory", type=parse_bytes, default=default_memory,
-                   help=f"address space one measuring process may use, e.g. 2G (default {shown}{MEMORY_SHARE:.0%} "
+                   help=f"address space one measuring process may use, e.g. 2G (default {shown}{MEMORY_SHARE:.0%}% "
                         f"of this device's RAM); a model that needs more gets 507")
     p.add_argument("--max-cpu-seconds", type=float,
                    help="CPU seconds one measurement may use, all its threads together (default: "
