@@ -53,6 +53,25 @@ class Budget:
                 "macs": self.macs.resolve(macs) if self.macs else None,
                 "params": self.params.resolve(params) if self.params else None}
 
+    @property
+    def label(self) -> str:
+        """A folder-safe name for this budget's delivery ("0.5x", "5ms")."""
+        return self.latency.text.strip().lower().replace(" ", "")
+
     def to_json(self) -> dict:
         return {"latency": self.latency.text, "macs": self.macs.text if self.macs else None,
                 "params": self.params.text if self.params else None}
+
+
+def parse_budgets(latency: "str | list[str]", macs: str | None = None, params: str | None = None) -> list[Budget]:
+    """One `Budget` per latency target ("0.3x,0.5x,0.7x" or a list), sharing the MACs/params caps."""
+    texts = latency if isinstance(latency, (list, tuple)) else str(latency).split(",")
+    texts = [t.strip() for t in texts if t.strip()]
+    if not texts:
+        raise SlimdeployError("give at least one latency budget, e.g. 0.5x or 0.3x,0.5x,0.7x")
+    caps = (parse_count(macs, "MACs") if macs else None, parse_count(params, "params") if params else None)
+    budgets = [Budget(parse_latency(t), *caps) for t in texts]
+    labels = [b.label for b in budgets]
+    if len(set(labels)) != len(labels):
+        raise SlimdeployError(f"latency budgets repeat: {', '.join(texts)}")
+    return budgets

@@ -142,10 +142,14 @@ def make_temp_dir(final: Path) -> Path:
     return tmp
 
 
-def replace_dir(src: Path, dst: Path) -> None:
-    """Move a finished directory into place; an existing `dst` is swapped out, never half-written."""
+def replace_dir(src: Path, dst: Path, markers: tuple[str, ...] = (MANIFEST,)) -> None:
+    """Move a finished directory into place; an existing `dst` is swapped out, never half-written.
+
+    An existing non-empty `dst` is replaced only when it holds one of `markers` (it is a
+    slimdeploy output of that kind), so a mistyped --out never deletes someone's folder.
+    """
     if dst.exists():
-        if not dst.is_dir() or (any(dst.iterdir()) and not (dst / MANIFEST).exists()):
+        if not dst.is_dir() or (any(dst.iterdir()) and not any((dst / m).exists() for m in markers)):
             raise SlimdeployError(f"{dst} exists and is not a slimdeploy output; choose another --out")
         old = dst.with_name(f".{dst.name}.old-{os.getpid()}")
         os.replace(dst, old)

@@ -36,7 +36,7 @@ def run_demo(out: str | Path = "demo-out", threads: int | None = 1, say=print) -
     say(f"2/2 compressing to {LATENCY} of its measured ONNX Runtime latency (latency model fitted on "
         f"{SAMPLES} measured widths, uniform search, 1 epoch distillation)")
     report = compress(model, out, latency=LATENCY, data=DATA, method="uniform", finetune_epochs=1, lr=0.01,
-                      input_shape=INPUT_SHAPE, threads=threads, profile_samples=SAMPLES,
+                      input_shape=INPUT_SHAPE, threads=threads, samples=SAMPLES,
                       say=lambda text: say(f"    {text}"))
     lat, macs, params, acc = report["latency_ms"], report["macs"], report["params"], report["accuracy"]
     say("")

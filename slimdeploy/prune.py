@@ -42,7 +42,7 @@ def prune(model: nn.Module, widths: Widths, example_input: torch.Tensor, importa
                 g = item.info
                 keep = widths[g.name]
                 if keep < g.width:
-                    scores = criterion(item.tp_group)
+                    scores = criterion.score_group(item)
                     prune_group(graph, item, channels_to_remove(scores, g.width, keep, g.divisor))
         adapters.after_prune(target)
     pruned.zero_grad(set_to_none=True)

@@ -17,6 +17,7 @@ from typing import Mapping
 from .errors import SlimdeployError
 
 WIDTHS_FORMAT = "slimdeploy.widths/1"
+MIN_WIDTH_FRACTION = 0.2  # the narrowest a group may be made, as a share of its full width
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,15 @@ class ChannelGroup:
         unit = self.unit(align)
         return list(range(unit, self.width + 1, unit)) or [self.width]
 
+    def choices(self, align: int = 8, min_fraction: float = MIN_WIDTH_FRACTION) -> list[int]:
+        """The widths a search may give this group: allowed widths from `min_fraction`·full up to full.
+
+        The one definition of a group's narrowest width: searches, random widths and latency
+        sampling all draw from these, so a search never leaves the range a latency model was fitted on.
+        """
+        allowed = self.allowed(align)
+        return [w for w in allowed if w >= min_fraction * self.width] or allowed[-1:]
+
     def unit(self, align: int = 1) -> int:
         """The step between allowed widths: lcm(align, divisor), or divisor when that is too coarse."""
         unit = math.lcm(max(1, align), self.divisor)
@@ -47,15 +57,32 @@ class ChannelGroup:
         return {"name": self.name, "width": self.width, "divisor": self.divisor, "layers": list(self.layers)}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Widths:
-    """{group name → channel count} for one model structure (identified by its fingerprint)."""
+    """{group name → channel count} for one model structure (identified by its fingerprint).
+
+    Immutable and hashable, so populations, caches and Pareto sets can key on it.
+    """
 
     structure: str
     widths: Mapping[str, int] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "widths", dict(self.widths))  # a private copy; never mutated
+        object.__setattr__(self, "_key", (self.structure, tuple(sorted(self.widths.items()))))
+
     def __getitem__(self, name: str) -> int:
         return self.widths[name]
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Widths) and self._key == other._key
+
+    def __hash__(self) -> int:
+        return hash(self._key)
+
+    def replace(self, **changes: int) -> "Widths":
+        """A copy with some groups' widths changed: ``widths.replace(**{"layer1.0.conv1": 32})``."""
+        return Widths(self.structure, {**self.widths, **changes})
 
     def to_json(self) -> dict:
         return {"format": WIDTHS_FORMAT, "structure": self.structure, "widths": dict(self.widths)}
@@ -127,14 +154,15 @@ class WidthSpace:
             out[g.name] = min(g.width, max(unit, round(g.width * multiplier / unit) * unit))
         return Widths(self.fingerprint, out)
 
-    def random(self, seed: int, low: float = 0.25, align: int = 8) -> Widths:
-        """Each group's width drawn uniformly from its allowed widths in [low·full, full] (seeded)."""
-        rng = _random.Random(seed)
-        out = {}
-        for g in self.groups:
-            choices = [w for w in g.allowed(align) if w >= low * g.width] or [g.width]
-            out[g.name] = rng.choice(choices)
-        return Widths(self.fingerprint, out)
+    def smallest(self, align: int = 8, min_fraction: float = MIN_WIDTH_FRACTION) -> Widths:
+        """Every group at the narrowest of its `choices`."""
+        return Widths(self.fingerprint, {g.name: g.choices(align, min_fraction)[0] for g in self.groups})
+
+    def random(self, seed: "int | _random.Random", align: int = 8,
+               min_fraction: float = MIN_WIDTH_FRACTION) -> Widths:
+        """Each group's width drawn uniformly from its `choices` (a seed or a `random.Random`)."""
+        rng = seed if isinstance(seed, _random.Random) else _random.Random(seed)
+        return Widths(self.fingerprint, {g.name: rng.choice(g.choices(align, min_fraction)) for g in self.groups})
 
     def validate(self, widths: Widths) -> Widths:
         """Check widths belong to this structure; groups left out keep full width."""

@@ -15,3 +15,14 @@ for _name in [n for n in os.environ if n.startswith("SLIMDEPLOY_")]:
 def _private_settings(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("SLIMDEPLOY_DB", str(tmp_path_factory.mktemp("latency-db") / "latency.sqlite"))
     monkeypatch.setenv("SLIMDEPLOY_FASHION_MNIST_DIR", str(tmp_path_factory.mktemp("no-fashion-mnist")))
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models on a shared 2-core machine train several times faster on one thread."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

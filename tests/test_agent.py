@@ -283,7 +283,7 @@ def test_compress_through_a_local_agent_delivers_a_model_within_budget(tmp_path)
     try:
         runtime = get_runtime(f"remote:{agent.url}", {"token": TOKEN, "threads": 1})
         report = compress("slimdeploy.models:cifar_resnet8_wide", tmp_path / "c", latency="0.6x",
-                          input_shape=(1, 3, 32, 32), runtime=runtime, profile_samples=8, say=lambda text: None)
+                          input_shape=(1, 3, 32, 32), runtime=runtime, samples=8, say=lambda text: None)
     finally:
         agent.stop()
     assert report["runtime"]["name"] == "remote"

@@ -12,21 +12,16 @@ from slimdeploy.export import export_onnx
 from slimdeploy.latency.measure import compare
 from slimdeploy.latency.oracle import MeasuredLatency
 from slimdeploy.runtimes import get_runtime
-from slimdeploy.pipeline import _scorer, compress
-from slimdeploy.search import SearchProblem, get_searcher
+from slimdeploy.pipeline import compress
+from slimdeploy.scoring import original_scorer, scoring_data
+from slimdeploy.search import LATENCY, SearchProblem, get_searcher
 from slimdeploy.train import train_classifier
 from slimdeploy.zoo import build
 
 DIGITS_SHAPE = (1, 3, 16, 16)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Small models train several times faster on one thread when the other core is busy timing ONNX."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +36,7 @@ def digits_model():
 def test_torchvision_model_without_data_meets_the_budget_on_measurement(tmp_path):
     out = tmp_path / "c"
     report = compress("torchvision:resnet18", out, latency="0.5x", input_shape=(1, 3, 64, 64), threads=1,
-                      profile_samples=12, say=lambda text: None)
+                      samples=12, say=lambda text: None)
     assert report["latency_ms"]["ratio"] <= 0.5
     source = report["search"]["latency_source"]
     assert source["kind"] == "fitted" and source["cost"]["measured"] == 14
@@ -77,13 +72,11 @@ def test_small_model_with_digits_data_meets_the_budget_and_reports_accuracy(digi
 def test_greedy_is_never_worse_than_uniform_on_the_estimated_score(digits_model):
     x = torch.randn(*DIGITS_SHAPE)
     analysis = analyse(digits_model, x)
-    train, val, _ = load_dataset("digits", input_shape=DIGITS_SHAPE)
-    loaders = {"train": make_loader(train, 64, shuffle=True), "val": make_loader(val, 64)}
-    score, kind = _scorer(digits_model, x, analysis, loaders, "l2")
+    score, kind = original_scorer(digits_model, x, analysis, scoring_data("digits", DIGITS_SHAPE, 64, 0), "l2")
     assert "recalibration" in kind
     oracle = MeasuredLatency(digits_model, x, analysis, get_runtime("onnxruntime", {"threads": 1}))
     try:
-        problem = SearchProblem(analysis.space, oracle.ratio, 0.6, score)
+        problem = SearchProblem(analysis.space, {LATENCY: oracle.ratio}, {LATENCY: 0.6}, score)
         greedy = get_searcher("greedy").search(problem)
         uniform = get_searcher("uniform").search(problem)  # latency and scores are cached by now
     finally:
@@ -95,7 +88,7 @@ def test_greedy_is_never_worse_than_uniform_on_the_estimated_score(digits_model)
 def test_unreachable_budget_names_the_lowest_latency_and_writes_nothing(tmp_path):
     with pytest.raises(SlimdeployError, match=r"lowest latency the search reached is 0\.\d+x"):
         compress("torchvision:mobilenet_v3_small", tmp_path / "c", latency="0.01x", input_shape=(1, 3, 64, 64),
-                 threads=1, profile_samples=8, say=lambda text: None)
+                 threads=1, samples=8, say=lambda text: None)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -117,3 +110,42 @@ def test_unknown_runtime_and_bad_budget_are_refused_before_any_work(tmp_path):
     with pytest.raises(SlimdeployError, match="bad latency budget"):
         compress("torchvision:resnet18", tmp_path / "c", latency="fast")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_compress_trains_one_supernet_and_delivers_every_budget_from_the_command_line(tmp_path):
+    import subprocess
+    import sys
+
+    out = tmp_path / "c"
+    done = subprocess.run(
+        [sys.executable, "-m", "slimdeploy", "compress", "slimdeploy.models:cifar_resnet8_wide", "--input-shape",
+         "1,3,16,16", "--data", "digits", "--method", "evolution", "--latency", "0.5x,0.8x", "--search-option",
+         "population=6", "--search-option", "generations=1", "--samples", "8", "--threads", "1",
+         "--supernet-epochs", "1", "--out", str(out), "--json"],
+        capture_output=True, text=True, timeout=1200, env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    summary = json.loads(done.stdout)
+    assert [b["budget"] for b in summary["budgets"]] == ["0.5x", "0.8x"]
+    for row, limit in zip(summary["budgets"], (0.5, 0.8)):
+        assert row["latency_ratio"] <= limit and row["accuracy"] > 0.3  # a random-init spec: chance is 0.1
+        report = json.loads((out / row["folder"] / "report.json").read_text())
+        assert report["method"] == "evolution" and report["verification"]["passed"]
+        assert "supernet" in report["score"]["kind"] and report["search"]["supernet"]["groups"] > 0
+        assert (out / row["folder"] / "model.onnx").exists()
+    assert summary["budgets"][0]["macs"] < summary["budgets"][1]["macs"]
+    assert {"summary.json", "summary.md", "summary.png"} <= {p.name for p in out.iterdir()}
+    assert slimdeploy.load(out / "0.5x")(torch.zeros(1, 3, 16, 16)).shape == (1, 10)
+
+
+def test_slim_search_on_a_given_supernet_delivers_widths_it_scored(digits_model, tmp_path):
+    from slimdeploy.supernet import Supernet, SupernetTraining, train_supernet
+
+    supernet = Supernet(digits_model, torch.zeros(*DIGITS_SHAPE))
+    train, _, _ = load_dataset("digits", input_shape=DIGITS_SHAPE)
+    train_supernet(supernet, train, SupernetTraining(epochs=1, lr=0.02), out=tmp_path / "sn", say=lambda t: None)
+    report = compress(digits_model, tmp_path / "c", latency="0.6x", data="digits", method="slim",
+                      supernet=str(tmp_path / "sn"), input_shape=DIGITS_SHAPE, threads=1, samples=8,
+                      say=lambda text: None)
+    assert report["method"] == "slim" and report["latency_ms"]["ratio"] <= 0.6
+    assert report["search"]["history"] and report["search"]["predicted"]["latency"] <= 0.6
+    assert report["accuracy"]["compressed"] > 0.5

@@ -79,3 +79,17 @@ def test_a_file_that_is_not_widths_is_rejected(tmp_path):
     (tmp_path / "bad.json").write_text("{")
     with pytest.raises(SlimdeployError, match="cannot read widths file"):
         Widths.load(tmp_path / "bad.json")
+
+
+def test_widths_are_hashable_values_and_choices_have_one_narrowest_width():
+    from slimdeploy.space import ChannelGroup, MIN_WIDTH_FRACTION, Widths, WidthSpace
+
+    a, b = Widths("s", {"x": 8, "y": 16}), Widths("s", {"y": 16, "x": 8})
+    assert a == b and hash(a) == hash(b) and len({a, b, a.replace(x=16)}) == 2
+    assert a.replace(x=16)["x"] == 16 and a["x"] == 8
+    g = ChannelGroup("g", 64, divisor=4)
+    assert g.choices(8) == [16, 24, 32, 40, 48, 56, 64] and MIN_WIDTH_FRACTION == 0.2
+    assert g.choices(8, 0.5) == [32, 40, 48, 56, 64] and ChannelGroup("t", 8).choices(8, 0.9) == [8]
+    space = WidthSpace((g, ChannelGroup("h", 40)), "m")
+    assert space.smallest(8).widths == {"g": 16, "h": 8}
+    assert all(space.random(s)["g"] in g.choices(8) for s in range(20))

@@ -23,13 +23,7 @@ from slimdeploy.train import (
 EXAMPLE = torch.zeros(1, 1, 8, 8)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models on a shared 2-core machine: one thread is several times faster than two."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def small_cnn(width: int = 16) -> nn.Module:
@@ -204,3 +198,74 @@ def test_guarded_restores_grad_mode_after_an_interrupted_step():
             while True:
                 pass
     assert torch.is_grad_enabled()
+
+
+def test_epoch_batches_repeat_per_seed_resume_mid_epoch_and_shard_across_ranks():
+    from slimdeploy.train import EpochBatches
+
+    train, _, _ = load_dataset("digits")
+    batches = EpochBatches(train, 100, seed=3)
+    first = [b[1] for b in batches.epoch(1)]
+    assert len(first) == len(batches) == 15 and all(torch.equal(a, b) for a, b in zip(first, [b[1] for b in
+                                                                                             batches.epoch(1)]))
+    assert not torch.equal(first[0], next(batches.epoch(2))[1])
+    assert all(torch.equal(a, b) for a, b in zip(first[4:], [b[1] for b in batches.epoch(1, start=4)]))
+    ranks = [EpochBatches(train, 100, seed=3, rank=r, world_size=2) for r in (0, 1)]
+    seen = [set(r.indices(1)) for r in ranks]
+    assert len(ranks[0]) == len(ranks[1]) and not seen[0] & seen[1]
+    assert seen[0] | seen[1] <= set(batches.indices(1))
+
+
+def test_a_loop_restored_from_its_state_ends_with_the_weights_of_an_uninterrupted_run():
+    import copy as _copy
+
+    from slimdeploy.train import EpochBatches, TrainLoop, classification_step, cosine_schedule, sgd_optimizer
+
+    train, _, _ = load_dataset("digits")
+    batches = EpochBatches(train, 64, seed=1)
+
+    def loop_for(model):
+        optimizer = sgd_optimizer(model, 0.05)
+        return TrainLoop(model, optimizer, classification_step(), batches, 2, cosine_schedule(0.05, 2 * len(batches)),
+                         seed=4)
+
+    torch.manual_seed(0)
+    start = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.Dropout(0.3), nn.ReLU(), nn.Linear(32, 10))
+    whole = _copy.deepcopy(start)
+    loop_for(whole).run()
+
+    class Stop(Exception):
+        pass
+
+    class StopAt:
+        def on_step(self, loop, record):
+            if loop.state.step == 30:
+                loop.capture_rng()
+                self.saved = (_copy.deepcopy(loop.model.state_dict()), _copy.deepcopy(loop.optimizer.state_dict()),
+                              _copy.deepcopy(loop.state))
+                raise Stop
+
+        def on_epoch(self, loop, record):
+            pass
+
+        def on_end(self, loop):
+            pass
+
+    interrupted = _copy.deepcopy(start)
+    first = loop_for(interrupted)
+    stopper = StopAt()
+    first.hooks.append(stopper)
+    rng_before = torch.get_rng_state()
+    with pytest.raises(Stop):
+        first.run()
+    assert torch.equal(rng_before, torch.get_rng_state())  # the caller's RNG is never touched
+    weights, optimizer_state, state = stopper.saved
+    resumed = _copy.deepcopy(start)
+    resumed.load_state_dict(weights)
+    second = loop_for(resumed)
+    second.optimizer.load_state_dict(optimizer_state)
+    second.state = state
+    assert (state.epoch, state.batch, state.step) == (1, 7, 30)  # stopped inside the second epoch
+    history = second.run()
+    assert same(snapshot(whole), snapshot(resumed))
+    assert [h["batches"] for h in history] == [23, 23]

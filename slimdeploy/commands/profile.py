@@ -1,45 +1,17 @@
 """`slimdeploy profile` (fit a latency model on a runtime) and `slimdeploy predict` (query one)."""
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 
 from ..errors import SlimdeployError
-
-
-def add_runtime_args(p: argparse.ArgumentParser, default: str = "onnxruntime") -> None:
-    """--runtime, --threads and repeatable --runtime-option key=value."""
-    p.add_argument("--runtime", default=default,
-                   help="runtime plugin: onnxruntime, torch, tensorrt, or remote:http://HOST:PORT (an agent)")
-    p.add_argument("--threads", type=int, help="runtime intra-op threads (default: all cores)")
-    p.add_argument("--runtime-option", action="append", default=[], metavar="KEY=VALUE",
-                   help="a runtime setting, e.g. optimization=basic (repeatable)")
-
-
-def runtime_from_args(args):
-    """The `Runtime` the arguments name, options checked."""
-    from ..runtimes import get_runtime
-
-    options = {}
-    for item in args.runtime_option:
-        key, eq, value = item.partition("=")
-        if not eq or not key.strip():
-            raise SlimdeployError(f"--runtime-option {item!r} must look like key=value")
-        options[key.strip()] = value.strip()
-    if args.threads is not None:
-        if args.threads < 1:
-            raise SlimdeployError(f"--threads must be a positive integer, got {args.threads}")
-        options["threads"] = args.threads
-    return get_runtime(args.runtime, options)
+from .common import add_model_args, add_runtime_args, load_model_and_input, runtime_from_args
 
 
 def register(sub) -> None:
-    from ..cli import _model_args
-
     p = sub.add_parser("profile", help="measure sampled widths on a runtime and fit a latency model, "
                                        "validated on held-out configurations")
-    _model_args(p)
+    add_model_args(p)
     add_runtime_args(p)
     p.add_argument("--samples", type=int, default=60, help="width configurations to measure (default 60)")
     p.add_argument("--test-fraction", type=float, default=0.25,
@@ -57,7 +29,6 @@ def register(sub) -> None:
 
 def cmd_profile(args) -> int:
     from ..analysis import analyse
-    from ..cli import _load
     from ..latency.db import LatencyDB
     from ..latency.profile import build_profile
 
@@ -66,7 +37,7 @@ def cmd_profile(args) -> int:
     if not 0 <= args.test_fraction < 0.5:
         raise SlimdeployError(f"--test-fraction must be in [0, 0.5), got {args.test_fraction}")
     runtime = runtime_from_args(args)
-    model, example = _load(args)
+    model, example = load_model_and_input(args)
     analysis = analyse(model, example, args.ignore)
 
     def say(text: str) -> None:

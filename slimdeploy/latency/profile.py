@@ -23,7 +23,7 @@ from ..errors import SlimdeployError
 from ..inspection import count_macs_params
 from ..progress import bar
 from ..runtimes import Runtime
-from ..space import Widths, WidthSpace, atomic_write_text
+from ..space import MIN_WIDTH_FRACTION, Widths, WidthSpace, atomic_write_text
 from .db import Figure, LatencyDB
 from .oracle import MeasuredLatency
 from .predictor import LatencyModel, Sample, fit, validate
@@ -106,7 +106,7 @@ class Profile:
 def build_profile(model: nn.Module, example: torch.Tensor, analysis: Analysis, runtime: Runtime,
                   samples: int = 60, test_fraction: float = 0.25, seed: int = 0, db: LatencyDB | None = None,
                   align: int = 8, say: Callable[[str], None] = lambda s: None,
-                  measured: MeasuredLatency | None = None) -> Profile:
+                  measured: MeasuredLatency | None = None, min_fraction: float = MIN_WIDTH_FRACTION) -> Profile:
     """Measure `samples` covering configurations (plus the full and the smallest), fit on the
     training part, validate on every `1/test_fraction`-th configuration held out. `measured`, when
     given, supplies pruning and the full model's artifact (a search's own, so nothing is exported twice)."""
@@ -114,14 +114,15 @@ def build_profile(model: nn.Module, example: torch.Tensor, analysis: Analysis, r
         raise SlimdeployError(f"a latency model needs at least 8 samples, got {samples}")
     if measured is None:
         with contextlib.closing(MeasuredLatency(model, example, analysis, runtime)) as own:
-            return build_profile(model, example, analysis, runtime, samples, test_fraction, seed, db, align, say, own)
+            return build_profile(model, example, analysis, runtime, samples, test_fraction, seed, db, align, say, own,
+                                 min_fraction)
     start = time.perf_counter()
     measurer = ConfigMeasurer(measured, db)
     space = analysis.space
-    configs = covering_samples(space, samples, seed=seed, align=align)
+    configs = covering_samples(space, samples, seed=seed, min_fraction=min_fraction, align=align)
     step = max(2, round(1 / test_fraction)) if test_fraction > 0 else 0
     test_idx = set(range(step - 1, samples, step)) if step else set()
-    extremes = [space.full(), Widths(space.fingerprint, {g.name: g.unit(align) for g in space})]
+    extremes = [space.full(), space.smallest(align, min_fraction)]
     figures = []
     for i, widths in enumerate(configs + extremes):
         figures.append(measurer.figure(widths))
@@ -141,11 +142,11 @@ def build_profile(model: nn.Module, example: torch.Tensor, analysis: Analysis, r
                    "node_times": fitted.meta["node_times"]})
     cost = {"configurations": len(figures), "measured": measurer.measured,
             "from_database": measurer.reused, "seconds": round(time.perf_counter() - start, 1)}
-    return Profile(fitted, report, staircase(fitted, space, align), cost)
+    return Profile(fitted, report, staircase(fitted, space, align, min_fraction=min_fraction), cost)
 
 
 def staircase(model: LatencyModel, space: WidthSpace, align: int = 8, tolerance: float = 0.001,
-              saves_nothing_below: float = 0.005) -> dict[str, Any]:
+              saves_nothing_below: float = 0.005, min_fraction: float = MIN_WIDTH_FRACTION) -> dict[str, Any]:
     """Per group, predicted latency over its widths with every other group full.
 
     `offered` keeps, for each step of the curve, the widest width on it: narrowing further
@@ -156,7 +157,7 @@ def staircase(model: LatencyModel, space: WidthSpace, align: int = 8, tolerance:
     full_ms = model.predict(full)
     out: dict[str, Any] = {}
     for g in space:
-        widths = g.allowed(align)
+        widths = g.choices(align, min_fraction)
         ms = [model.predict({**full, g.name: w}) for w in widths]
         offered = [w for i, w in enumerate(widths)
                    if i == len(widths) - 1 or ms[i + 1] - ms[i] > tolerance * full_ms]

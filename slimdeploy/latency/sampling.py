@@ -3,18 +3,18 @@ from __future__ import annotations
 
 import random
 
-from ..space import WidthSpace, Widths
+from ..space import MIN_WIDTH_FRACTION, WidthSpace, Widths
 
 
-def covering_samples(space: WidthSpace, count: int, seed: int = 0, low: float = 0.2,
+def covering_samples(space: WidthSpace, count: int, seed: int = 0, min_fraction: float = MIN_WIDTH_FRACTION,
                      align: int = 8) -> list[Widths]:
-    """`count` widths; per group, the allowed widths in [low·full, full] are cut into `count`
+    """`count` widths; per group, its `choices` (the widths a search may give it) are cut into `count`
     equal strata and each configuration draws from a different stratum (in shuffled order),
     so every group's whole range is covered evenly however many groups there are."""
     rng = random.Random(seed)
     columns: dict[str, list[int]] = {}
     for g in space.groups:
-        choices = [w for w in g.allowed(align) if w >= low * g.width] or [g.width]
+        choices = g.choices(align, min_fraction)
         column = [choices[min(len(choices) - 1, int((i + rng.random()) * len(choices) / count))]
                   for i in range(count)]
         rng.shuffle(column)

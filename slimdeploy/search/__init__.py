@@ -1,18 +1,12 @@
 """Searchers choose widths under a budget; each registers by name so the CLI lists what exists."""
 from __future__ import annotations
 
-from ..errors import SlimdeployError
-from .base import BudgetUnreachable, SearchProblem, SearchResult, Searcher
-from .greedy import GreedySearch
-from .uniform import UniformSearch
+from . import evolution, greedy, slim, uniform  # noqa: F401  (each registers its searcher)
+from .base import (LATENCY, SEARCHERS, BudgetUnreachable, Candidate, SearchProblem, SearchResult, Searcher,
+                   get_searcher, parse_search_options, register_searcher, searcher_options)
+from .log import SearchLog
+from .pareto import front_area, non_dominated, pareto_front
 
-SEARCHERS: dict[str, type[Searcher]] = {cls.name: cls for cls in (UniformSearch, GreedySearch)}
-
-
-def get_searcher(name: str) -> Searcher:
-    if name not in SEARCHERS:
-        raise SlimdeployError(f"unknown search method {name!r}; choose one of {', '.join(SEARCHERS)}")
-    return SEARCHERS[name]()
-
-
-__all__ = ["BudgetUnreachable", "SearchProblem", "SearchResult", "Searcher", "SEARCHERS", "get_searcher"]
+__all__ = ["BudgetUnreachable", "Candidate", "LATENCY", "SEARCHERS", "SearchProblem", "SearchResult", "Searcher",
+           "SearchLog", "front_area", "get_searcher", "non_dominated", "parse_search_options", "pareto_front",
+           "register_searcher", "searcher_options"]

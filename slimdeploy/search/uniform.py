@@ -1,12 +1,17 @@
-"""Uniform search: one width multiplier for every group, bisected on measured latency."""
+"""Uniform search: one width multiplier for every group, bisected on latency."""
 from __future__ import annotations
 
 from ..progress import bar
-from .base import SearchProblem, SearchResult, Searcher, require_reachable
+from .base import SearchProblem, SearchResult, Searcher, register_searcher
 
 
+@register_searcher
 class UniformSearch(Searcher):
-    """Largest multiplier whose measured latency (and caps) meet the budget, by bisection."""
+    """The largest single multiplier whose latency (and every other cost) meets the budget.
+
+    Args:
+        steps: bisection steps on the multiplier (7 resolve it to within 1/128).
+    """
 
     name = "uniform"
 
@@ -14,19 +19,18 @@ class UniformSearch(Searcher):
         self.steps = steps
 
     def search(self, problem: SearchProblem) -> SearchResult:
-        history = []
-        full = problem.space.full()
+        full = problem.full()
         if problem.meets(full):
-            return SearchResult(full, problem.latency(full), problem.score(full), self.name,
-                                notes=["the original already meets the budget"])
-        require_reachable(problem)
+            return self.result(problem, full, notes=["the original already meets the budget"])
+        problem.require_reachable()
+        history = []
         low, high = 0.0, 1.0  # low meets (the smallest widths), high does not
         best = problem.smallest()
         for step in range(self.steps):
             mid = (low + high) / 2
-            widths = problem.snap(problem.space.uniform(max(mid, 1e-6), problem.align))
+            widths = problem.uniform(mid)
+            ok = problem.meets(widths)
             ratio = problem.latency(widths)
-            ok = ratio <= problem.target_ratio and problem.within_caps(widths)
             history.append({"multiplier": round(mid, 4), "latency_ratio": ratio, "meets": ok})
             problem.say(f"{bar(step + 1, self.steps)} uniform x{mid:.3f}: latency {ratio:.3f}x "
                         f"{'meets' if ok else 'over'} budget")
@@ -34,4 +38,4 @@ class UniformSearch(Searcher):
                 low, best = mid, widths
             else:
                 high = mid
-        return SearchResult(best, problem.latency(best), problem.score(best), self.name, history)
+        return self.result(problem, best, history)

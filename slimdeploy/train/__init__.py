@@ -1,8 +1,14 @@
-"""Fine-tuning (with optional distillation) and cheap accuracy estimates for pruned models."""
+"""Training: an open loop (replaceable step, hooks, resumable state), fine-tuning with distillation,
+BatchNorm recalibration and accuracy estimates."""
 from __future__ import annotations
 
-from .evaluate import accuracy, estimate_accuracy, logits_of, recalibrate_batchnorm
-from .finetune import distillation_loss, finetune, train_classifier
+from .batches import EpochBatches
+from .evaluate import accuracy, estimate_accuracy, logits_of, recalibrate_batchnorm, recalibrated_accuracy
+from .finetune import (ProgressHook, classification_step, distillation_loss, finetune, sgd_optimizer,
+                       train_classifier, unpack)
+from .loop import Hook, IterableBatches, LoopState, TrainLoop, cosine_schedule
 
-__all__ = ["accuracy", "distillation_loss", "estimate_accuracy", "finetune", "logits_of",
-           "recalibrate_batchnorm", "train_classifier"]
+__all__ = ["EpochBatches", "Hook", "IterableBatches", "LoopState", "ProgressHook", "TrainLoop", "accuracy",
+           "classification_step", "cosine_schedule", "distillation_loss", "estimate_accuracy", "finetune",
+           "logits_of", "recalibrate_batchnorm", "recalibrated_accuracy", "sgd_optimizer", "train_classifier",
+           "unpack"]

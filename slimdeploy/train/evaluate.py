@@ -11,9 +11,10 @@ model's device. A model may return a tensor, a tuple/list (first element), an ob
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import itertools
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import torch
@@ -72,13 +73,24 @@ def accuracy(model: nn.Module, loader_or_batches: Iterable[Batch], max_batches: 
     Runs under no_grad and restores the model's train/eval flag. Raises SlimdeployError when
     there is no labelled sample to score.
     """
+    correct, total = count_correct(model, itertools.islice(loader_or_batches, max_batches))
+    if total == 0:
+        raise SlimdeployError("no labelled samples to measure accuracy on (empty loader?)")
+    return correct / total
+
+
+def count_correct(model: nn.Module, batches: Iterable[Batch]) -> tuple[int, int]:
+    """(top-1 correct, samples) over `(inputs, labels)` batches, in eval mode under no_grad.
+
+    Counts, not a ratio, so shards scored on several processes add up exactly.
+    """
     was_training = model.training
     device = model_device(model)
     correct = total = 0
     model.eval()
     try:
         with torch.no_grad():
-            for batch in itertools.islice(loader_or_batches, max_batches):
+            for batch in batches:
                 if not isinstance(batch, (tuple, list)) or len(batch) < 2:
                     raise SlimdeployError("accuracy needs (inputs, labels) batches, got "
                                           f"{type(batch).__name__}")
@@ -92,9 +104,7 @@ def accuracy(model: nn.Module, loader_or_batches: Iterable[Batch], max_batches: 
                 total += int(labels.shape[0])
     finally:
         model.train(was_training)
-    if total == 0:
-        raise SlimdeployError("no labelled samples to measure accuracy on (empty loader?)")
-    return correct / total
+    return correct, total
 
 
 def estimate_accuracy(model: nn.Module, train_loader: Iterable[Batch], val_loader: Iterable[Batch],
@@ -109,7 +119,7 @@ def estimate_accuracy(model: nn.Module, train_loader: Iterable[Batch], val_loade
     try:
         scratch = copy.deepcopy(model)
     except Exception:  # a module that cannot be deep-copied: recalibrate in place, then put back
-        return _estimate_in_place(model, train_loader, val_loader, calib_batches, eval_batches)
+        return recalibrated_accuracy(model, train_loader, val_loader, calib_batches, eval_batches, restore=True)
     if calib_batches:
         recalibrate_batchnorm(scratch, train_loader, max_batches=calib_batches)
     return accuracy(scratch, val_loader, max_batches=eval_batches)
@@ -146,12 +156,26 @@ def _batch_size(inputs: torch.Tensor) -> int:
     return int(inputs.shape[0]) if inputs.ndim else 1
 
 
-def _estimate_in_place(model: nn.Module, train_loader, val_loader, calib_batches, eval_batches) -> float:
+def recalibrated_accuracy(model: nn.Module, train_batches: Iterable[Batch], val_batches: Iterable[Batch],
+                          calib_batches: int | None = 5, eval_batches: int | None = None, restore: bool = False) -> float:
+    """`estimate_accuracy` without a copy: recalibrate `model`'s own BatchNorm stats, then score it.
+
+    For shared-weight supernets and large models, where a copy per candidate is too costly. With
+    `restore`, every buffer (running stats) is put back afterwards; otherwise the model keeps the
+    recalibrated statistics.
+    """
+    with preserved_buffers(model) if restore else contextlib.nullcontext():
+        if calib_batches is None or calib_batches > 0:
+            recalibrate_batchnorm(model, train_batches, max_batches=calib_batches)
+        return accuracy(model, val_batches, max_batches=eval_batches)
+
+
+@contextlib.contextmanager
+def preserved_buffers(model: nn.Module) -> Iterator[None]:
+    """Every buffer of `model` (BatchNorm running statistics) is put back as it was after the block."""
     saved = {name: b.detach().clone() for name, b in model.named_buffers()}
     try:
-        if calib_batches:
-            recalibrate_batchnorm(model, train_loader, max_batches=calib_batches)
-        return accuracy(model, val_loader, max_batches=eval_batches)
+        yield
     finally:
         with torch.no_grad():
             for name, b in model.named_buffers():

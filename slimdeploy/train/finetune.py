@@ -15,9 +15,7 @@ Nothing is printed; pass `progress` to draw a bar.
 """
 from __future__ import annotations
 
-import math
-import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import torch
@@ -27,6 +25,9 @@ import torch.nn.functional as F
 from slimdeploy.errors import SlimdeployError
 
 from .evaluate import logits_of, model_device
+from . import distributed as dist
+from .batches import EpochBatches
+from .loop import Hook, IterableBatches, StepFn, TrainLoop, cosine_schedule
 
 Progress = Callable[[dict[str, Any]], None]
 
@@ -44,88 +45,90 @@ def finetune(
     progress: Progress | None = None,
     max_batches_per_epoch: int | None = None,
     seed: int = 0,
+    hooks: Sequence[Hook] = (),
 ) -> list[dict[str, Any]]:
     """Train `student` in place on `(inputs, labels)` batches for `epochs`; returns the history.
 
     `teacher` (optional) is run in eval mode without gradients and distilled with weight
     `kd_weight` at `temperature`; its train/eval flag is restored afterwards. `progress` is
     called after every step with {"epoch", "epochs", "batch", "batches", "loss", "lr"} (1-based;
-    "batches" is None when the loader has no length). The global torch RNG is seeded with
-    `seed`, so a run is reproducible given the same loader order. Batches of one sample are
-    skipped (BatchNorm cannot train on them). The student ends in eval mode; with epochs=0 it
-    is returned untouched.
+    "batches" is None when the loader has no length); `hooks` are `TrainLoop` hooks (evaluation,
+    checkpointing). `seed` seeds the loop's own forked RNG (dropout), never the caller's, so a
+    run is reproducible given the same batch order. Under torchrun the student is wrapped in
+    DistributedDataParallel and each rank trains its share of the loader's dataset. Batches of one sample are skipped
+    (BatchNorm cannot train on them). The student ends in eval mode; with epochs=0 it is
+    returned untouched.
 
     Returns one record per epoch: {"epoch", "loss" (mean over its steps), "seconds", "lr" (at
     the epoch's start), "batches" (steps taken)}; JSON-ready, empty for epochs=0.
     """
     _check(epochs, lr, kd_weight, temperature, weight_decay, momentum, max_batches_per_epoch)
-    history: list[dict[str, Any]] = []
     if epochs == 0:
-        return history
-    torch.manual_seed(seed)
-    params = [p for p in student.parameters() if p.requires_grad]
-    if not params:
-        raise SlimdeployError("the student has no trainable parameters (all have requires_grad=False)")
-    decay = [p for p in params if p.ndim > 1]
-    no_decay = [p for p in params if p.ndim <= 1]
-    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    optimizer = torch.optim.SGD([g for g in groups if g["params"]], lr=lr, momentum=momentum,
-                                nesterov=momentum > 0)
-    per_epoch = _steps_per_epoch(train_loader, max_batches_per_epoch)
-    total = per_epoch * epochs if per_epoch else None
+        return []
+    optimizer = sgd_optimizer(student, lr, weight_decay, momentum)
+    batches = _batches(train_loader, max_batches_per_epoch, seed)
+    total = len(batches) * epochs
     use_teacher = teacher is not None and kd_weight > 0
     teacher_mode = teacher.training if teacher is not None else False
-    device = model_device(student)
-    teacher_device = model_device(teacher) if use_teacher else device
-    step = 0
-    grad_mode = torch.is_grad_enabled()
-    torch.set_grad_enabled(True)  # training needs gradients whatever the caller's mode
+    loop = TrainLoop(dist.wrap(student), optimizer,
+                     classification_step(teacher if use_teacher else None, kd_weight, temperature),
+                     batches, epochs, cosine_schedule(lr, total) if total else None,
+                     hooks=[*([ProgressHook(progress)] if progress else []), *hooks], seed=seed)
     try:
         if use_teacher:
             teacher.eval()
-        for epoch in range(1, epochs + 1):
-            student.train()
-            epoch_start = time.perf_counter()
-            epoch_lr = _cosine(lr, step, total) if total else _cosine(lr, epoch - 1, epochs)
-            loss_sum, batches = 0.0, 0
-            for batch in train_loader:
-                if max_batches_per_epoch is not None and batches >= max_batches_per_epoch:
-                    break
-                inputs, labels = _unpack(batch, device)
-                if inputs.shape[0] < 2:
-                    continue
-                for group in optimizer.param_groups:  # per-step cosine from lr to 0
-                    group["lr"] = _cosine(lr, step, total) if total else _cosine(lr, epoch - 1, epochs)
-                logits = logits_of(student(inputs))
-                loss = F.cross_entropy(logits, labels)
-                if use_teacher:
-                    with torch.no_grad():
-                        target = logits_of(teacher(inputs.to(teacher_device))).to(logits.device)
-                    loss = (1 - kd_weight) * loss + kd_weight * distillation_loss(logits, target, temperature)
-                if not torch.isfinite(loss):
-                    raise SlimdeployError(
-                        f"fine-tuning diverged (loss {float(loss.detach())} at epoch {epoch}, batch {batches + 1}); "
-                        f"lower the learning rate (now {lr:g})")
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                step += 1
-                batches += 1
-                loss_sum += float(loss.detach())
-                if progress is not None:
-                    progress({"epoch": epoch, "epochs": epochs, "batch": batches, "batches": per_epoch,
-                              "loss": float(loss.detach()), "lr": optimizer.param_groups[0]["lr"]})
-            if batches == 0:
-                raise SlimdeployError("the training loader gave no usable batch (empty, or batches of one sample)")
-            history.append({"epoch": epoch, "loss": loss_sum / batches,
-                            "seconds": time.perf_counter() - epoch_start, "lr": epoch_lr, "batches": batches})
+        return loop.run()
     finally:
-        torch.set_grad_enabled(grad_mode)
         student.eval()
-        optimizer.zero_grad(set_to_none=True)
         if teacher is not None:
             teacher.train(teacher_mode)
-    return history
+
+
+def _batches(train_loader: Iterable, max_batches: int | None, seed: int):
+    """The loader's batches; under torchrun, this rank's share of its dataset (`EpochBatches`)."""
+    dataset, size = getattr(train_loader, "dataset", None), getattr(train_loader, "batch_size", None)
+    if dist.active() and dataset is not None and size:
+        return EpochBatches(dataset, size, seed=seed, rank=dist.rank(), world_size=dist.world_size(),
+                            limit=max_batches * size * dist.world_size() if max_batches else None)
+    return IterableBatches(train_loader, max_batches)
+
+
+def sgd_optimizer(model: nn.Module, lr: float, weight_decay: float = 5e-5, momentum: float = 0.9) -> torch.optim.SGD:
+    """SGD (Nesterov when momentum > 0) with weight decay on weights only, not on biases or norms."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise SlimdeployError("the model has no trainable parameters (all have requires_grad=False)")
+    groups = [{"params": [p for p in params if p.ndim > 1], "weight_decay": weight_decay},
+              {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}]
+    return torch.optim.SGD([g for g in groups if g["params"]], lr=lr, momentum=momentum, nesterov=momentum > 0)
+
+
+def classification_step(teacher: nn.Module | None = None, kd_weight: float = 0.5,
+                        temperature: float = 4.0) -> StepFn:
+    """A step: cross-entropy on the labels, mixed with distillation from `teacher` when given."""
+    def step(model: nn.Module, batch, state) -> dict[str, float] | None:
+        inputs, labels = unpack(batch, model_device(model))
+        if inputs.shape[0] < 2:
+            return None
+        logits = logits_of(model(inputs))
+        loss = F.cross_entropy(logits, labels)
+        if teacher is not None:
+            with torch.no_grad():
+                target = logits_of(teacher(inputs.to(model_device(teacher)))).to(logits.device)
+            loss = (1 - kd_weight) * loss + kd_weight * distillation_loss(logits, target, temperature)
+        loss.backward()
+        return {"loss": float(loss.detach())}
+    return step
+
+
+class ProgressHook(Hook):
+    """Calls `progress(record)` after every step."""
+
+    def __init__(self, progress: Progress):
+        self.progress = progress
+
+    def on_step(self, loop, record) -> None:
+        self.progress({k: record[k] for k in ("epoch", "epochs", "batch", "batches", "loss", "lr")})
 
 
 def train_classifier(
@@ -155,19 +158,7 @@ def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor
                     reduction="batchmean", log_target=True) * (t * t)
 
 
-def _cosine(lr: float, step: int, total: int) -> float:
-    return 0.5 * lr * (1 + math.cos(math.pi * min(step, total) / total))
-
-
-def _steps_per_epoch(loader: Iterable, cap: int | None) -> int | None:
-    try:
-        n = len(loader)  # type: ignore[arg-type]
-    except TypeError:
-        return cap
-    return min(n, cap) if cap is not None else n
-
-
-def _unpack(batch: Any, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+def unpack(batch: Any, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     if not isinstance(batch, (tuple, list)) or len(batch) < 2:
         raise SlimdeployError(f"training needs (inputs, labels) batches, got {type(batch).__name__}")
     inputs, labels = batch[0], batch[1]

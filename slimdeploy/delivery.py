@@ -1,0 +1,131 @@
+"""Deliver one budget: search → prune (or extract from a supernet) → fine-tune → save → export → verify → measure.
+
+The delivered model is timed interleaved with the original on the runtime. When it measures
+over budget, the search runs again with the target tightened by the measured miss, up to
+`retries` times; the folder holds only the final attempt.
+"""
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.nn as nn
+
+from .analysis import Analysis
+from .budget import Budget
+from .checkpoint import save
+from .errors import SlimdeployError
+from .export import export_onnx, verify_onnx
+from .inspection import count_macs_params
+from .latency.oracle import MeasuredLatency
+from .options import CompressOptions
+from .progress import bar
+from .prune import prune
+from .report import build_report
+from .runtimes import Runtime
+from .search import SearchProblem, SearchResult, Searcher
+
+
+@dataclass
+class Delivery:
+    """Everything one budget's delivery needs."""
+
+    spec: str
+    model: nn.Module
+    example: torch.Tensor
+    analysis: Analysis
+    runtime: Runtime
+    measured: MeasuredLatency
+    data: dict | None
+    options: CompressOptions
+    budget: Budget
+    limits: dict
+    original: tuple[float, int, int]  # latency ms, MACs, params of the original
+    supernet: Any = None
+    say: Callable[[str], None] = print
+
+
+def deliver(d: Delivery, searcher: Searcher, problem_for: Callable[[float], SearchProblem],
+            folder: Path) -> tuple[SearchResult, dict]:
+    """Search and deliver into `folder`; returns the search result and report.json's content."""
+    original_ms = d.original[0]
+    target = first_target = d.limits["latency_ms"] / original_ms
+    retries = d.options.search.retries
+    for attempt in range(retries + 1):
+        problem = problem_for(target)
+        d.say(f"searching widths ({searcher.name}) for latency <= {target:.3f}x of the original")
+        result = searcher.search(problem)
+        pruned = _build(d, result)
+        history = _finetune(pruned, d)
+        shutil.rmtree(folder, ignore_errors=True)
+        save(pruned, folder)
+        onnx_path = export_onnx(pruned, d.example, folder / "model.onnx")
+        d.say("verifying ONNX parity and measuring original vs compressed interleaved")
+        parity = verify_onnx(pruned, onnx_path, d.example)
+        parity.raise_if_failed()
+        artifact = onnx_path if d.runtime.artifact_suffix == ".onnx" else d.measured.export(result.widths, "delivered")
+        final = d.runtime.compare([d.measured.reference, artifact], tuple(d.example.shape), rounds=12)
+        compressed_ms = final.measurements[1].median_ms
+        met = compressed_ms <= d.limits["latency_ms"] if not d.budget.latency.relative \
+            else final.ratios[1] <= d.budget.latency.value
+        if met:
+            break
+        expected = problem.latency(result.widths)
+        d.say(f"delivered model measured {final.ratios[1]:.3f}x where {expected:.3f}x was expected, over budget; "
+              f"tightening the target by the miss")
+        target = min(0.98 * target, first_target * expected / final.ratios[1] * 0.99)
+    else:
+        raise SlimdeployError(f"the budget {d.budget.latency.text} was not met on final measurement "
+                              f"({final.ratios[1]:.3f}x after {retries + 1} searches); the machine may be too "
+                              f"noisy: retry, or give a looser budget")
+    report = build_report(
+        budget=d.budget, limits=d.limits, result=result, final=final,
+        counts={"original": d.original[1:], "compressed": count_macs_params(pruned, d.example)},
+        accuracy=_accuracies(d.model, pruned, d.data), parity=parity, analysis=d.analysis,
+        runtime=d.runtime, input_shape=list(d.example.shape), attempts=attempt + 1,
+        finetune={"epochs": d.options.train.finetune_epochs, "history": history})
+    return result, report
+
+
+def _build(d: Delivery, result: SearchResult) -> nn.Module:
+    """The model at the chosen widths: extracted from the supernet's weights, or pruned from the original's."""
+    if d.supernet is not None:  # its BatchNorm statistics re-estimated for this sub-network
+        return d.supernet.extract(result.widths, calibration=d.data["calibration"])
+    s = d.options.search
+    batch = None
+    if s.importance == "taylor":
+        batch = next(iter(d.data["train"])) if d.data else \
+            torch.randn(8, *d.example.shape[1:], generator=torch.Generator().manual_seed(1))
+    return prune(d.model, result.widths, d.example, importance=s.importance, analysis=d.analysis, batch=batch)
+
+
+def _finetune(pruned: nn.Module, d: Delivery) -> list[dict]:
+    t = d.options.train
+    if not d.data or t.finetune_epochs <= 0:
+        return []
+    from .train import finetune
+
+    d.say(f"fine-tuning {t.finetune_epochs} epoch(s) with distillation from the original")
+    marks: dict[int, int] = {}
+
+    def progress(state):  # a line at every quarter of an epoch
+        total = state["batches"] or 0
+        quarter = 4 * state["batch"] // total if total else 0
+        if quarter > marks.get(state["epoch"], 0):
+            marks[state["epoch"]] = quarter
+            d.say(f"  epoch {state['epoch']}/{state['epochs']} {bar(state['batch'], total)} loss {state['loss']:.4f}")
+
+    return finetune(pruned, d.data["train"], t.finetune_epochs, lr=t.lr, teacher=d.model, progress=progress,
+                    seed=t.seed)
+
+
+def _accuracies(model: nn.Module, pruned: nn.Module, data: dict | None) -> dict | None:
+    if data is None:
+        return None
+    from .train import accuracy
+
+    return {"original": accuracy(model, data["val"]), "compressed": accuracy(pruned, data["val"]),
+            "dataset": data["info"]["name"], "n_val": data["info"]["n_val"]}

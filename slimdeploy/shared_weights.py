@@ -1,0 +1,47 @@
+"""Weights trained for many widths at once, which shared-weight searchers score candidates on.
+
+A searcher names the kind it needs in `Searcher.shared_weights` ("supernet", ...). Before searching,
+the pipeline asks `provide(kind, context)` for them: each kind is a provider function found by
+name (imported only when used), so a method adds its own training without touching the pipeline.
+A provider returns an object with:
+
+* ``scorer(calibration, held_out) -> (widths -> accuracy)``, the search's accuracy estimate;
+* ``extract(widths, calibration=...) -> nn.Module``, the physically pruned model a budget delivers;
+* ``summary() -> dict`` for report.json, and ``score_kind``, a phrase saying what the score is.
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+import torch.nn as nn
+
+from .analysis import Analysis
+from .errors import SlimdeployError
+from .options import CompressOptions
+
+PROVIDERS = {
+    "supernet": "slimdeploy.supernet.provider:provide",
+}
+
+
+@dataclass
+class WeightsContext:
+    """What a provider may use: the model, its analysis, the scoring data, the options, a progress line."""
+
+    model: nn.Module
+    example: torch.Tensor
+    analysis: Analysis
+    data: dict[str, Any]
+    options: CompressOptions
+    say: Callable[[str], None]
+
+
+def provide(kind: str, context: WeightsContext) -> Any:
+    """Train (or load) the shared weights of `kind` for this model."""
+    if kind not in PROVIDERS:
+        raise SlimdeployError(f"no shared-weight trainer named {kind!r}; known: {', '.join(sorted(PROVIDERS))}")
+    module_name, _, attr = PROVIDERS[kind].partition(":")
+    return getattr(importlib.import_module(module_name), attr)(context)
