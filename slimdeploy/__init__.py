@@ -21,6 +21,7 @@ _API = {
     "load_model": "slimdeploy.checkpoint",
     "export_onnx": "slimdeploy.export",
     "verify_onnx": "slimdeploy.export",
+    "export_tensorrt": "slimdeploy.export_tensorrt",
 }
 
 

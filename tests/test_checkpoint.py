@@ -1,6 +1,8 @@
 import json
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -84,5 +86,106 @@ def test_corrupt_directories_give_clear_errors(tmp_path):
     with pytest.raises(SlimdeployError, match="not a slimdeploy model directory"):
         load(tmp_path)
     (tmp_path / "slimdeploy.json").write_text("{oops")
-    with pytest.raises(SlimdeployError, match="cannot read"):
+    with pytest.raises(SlimdeployError, match="slimdeploy.json is not valid JSON.*damaged"):
         load(tmp_path)
+
+
+# ----------------------------------------------------------------------------- damaged saved models
+
+SMALL_SPEC, SMALL_SHAPE = "slimdeploy.models:cifar_resnet8", (1, 3, 32, 32)
+SAVED_FILES = ("slimdeploy.json", "widths.json", "weights.pt")
+
+
+@pytest.fixture(scope="module")
+def saved_small(tmp_path_factory) -> Path:
+    """A pruned ResNet-8 saved as a recipe (all three files)."""
+    model = build(SMALL_SPEC).eval()
+    x = torch.randn(*SMALL_SHAPE)
+    analysis = analyse(model, x)
+    directory = tmp_path_factory.mktemp("saved") / "m"
+    save(prune(model, analysis.space.uniform(0.5), x, analysis=analysis), directory)
+    return directory
+
+
+def _damaged_copy(saved: Path, where: Path, name: str, damage: str) -> Path:
+    """A copy of `saved` with file `name` corrupted (every 7th byte flipped) or truncated to half."""
+    copy = where / f"{name}-{damage}"
+    shutil.copytree(saved, copy)
+    data = bytearray((copy / name).read_bytes())
+    if damage == "corrupt":
+        for i in range(0, len(data), 7):
+            data[i] ^= 0x5A
+    else:
+        del data[len(data) // 2:]
+    (copy / name).write_bytes(bytes(data))
+    return copy
+
+
+@pytest.mark.parametrize("damage", ("corrupt", "truncate"))
+@pytest.mark.parametrize("name", SAVED_FILES)
+def test_a_corrupted_or_truncated_saved_model_file_is_named_as_damaged(saved_small, tmp_path, name, damage):
+    with pytest.raises(SlimdeployError) as error:
+        load(_damaged_copy(saved_small, tmp_path, name, damage))
+    message = str(error.value)
+    assert str(tmp_path / f"{name}-{damage}" / name) in message and "re-create the directory" in message
+    assert "\n" not in message
+
+
+def test_the_cli_ends_in_one_line_on_each_damaged_file_and_writes_nothing(saved_small, tmp_path):
+    """Each file corrupted and truncated, through `export` or `inspect` as a user runs them (both
+    commands see every file): one line naming the file, exit 2, nothing written. The six commands
+    run side by side (each starts torch)."""
+    commands = {("slimdeploy.json", "corrupt"): "export", ("slimdeploy.json", "truncate"): "inspect",
+                ("widths.json", "corrupt"): "inspect", ("widths.json", "truncate"): "export",
+                ("weights.pt", "corrupt"): "export", ("weights.pt", "truncate"): "inspect"}
+    runs = []
+    for (name, damage), command in commands.items():
+        directory = _damaged_copy(saved_small, tmp_path, name, damage)
+        out = tmp_path / f"out-{name}-{damage}"
+        argv = [command, str(directory)] + (["--out", str(out / "model.onnx")] if command == "export" else [])
+        proc = subprocess.Popen([sys.executable, "-m", "slimdeploy", *argv], text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        runs.append((proc, directory / name, out, command))
+    for proc, damaged, out, command in runs:
+        stdout, stderr = proc.communicate(timeout=300)
+        lines = stderr.strip().splitlines()
+        assert proc.returncode == 2 and len(lines) == 1, (command, damaged, stderr)
+        assert lines[0].startswith(f"slimdeploy: error: {damaged} ") and "re-create the directory" in lines[0]
+        assert stdout == "" and not out.exists()  # not even the output's folder
+
+
+@pytest.mark.parametrize("edit, file, reason", [
+    (lambda m: [m], "slimdeploy.json", "holds a JSON list"),
+    (lambda m: {**m, "weights": "../weights.pt"}, "slimdeploy.json", "not a file in the directory"),
+    (lambda m: {**m, "input_shape": [1, 3, "32", 32]}, "slimdeploy.json", "input_shape"),
+    (lambda m: {**m, "steps": [{"widths": 5}]}, "slimdeploy.json", "malformed pruning steps"),
+    (lambda m: {**m, "format": "slimdeploy.model/99"}, "slimdeploy.json", "has format"),
+])
+def test_a_manifest_edited_into_nonsense_is_named_as_damaged(saved_small, tmp_path, edit, file, reason):
+    copy = tmp_path / "m"
+    shutil.copytree(saved_small, copy)
+    manifest = json.loads((copy / "slimdeploy.json").read_text())
+    (copy / "slimdeploy.json").write_text(json.dumps(edit(manifest)))
+    with pytest.raises(SlimdeployError, match=f"{file} .*{reason}.*damaged"):
+        load(copy)
+
+
+def test_widths_or_weights_that_disagree_with_the_manifest_are_named(saved_small, tmp_path):
+    copy = tmp_path / "m"
+    shutil.copytree(saved_small, copy)
+    widths = json.loads((copy / "widths.json").read_text())
+    group = sorted(widths["widths"])[0]
+    widths["widths"][group] += 8
+    (copy / "widths.json").write_text(json.dumps(widths))
+    with pytest.raises(SlimdeployError, match="widths.json disagrees with the last pruning step"):
+        load(copy)
+    shutil.copy(saved_small / "widths.json", copy / "widths.json")
+    torch.save(build(SMALL_SPEC).state_dict(), copy / "weights.pt")  # the unpruned model's weights
+    with pytest.raises(SlimdeployError, match="weights.pt does not fit the model slimdeploy.json describes"):
+        load(copy)
+    torch.save([1, 2, 3], copy / "weights.pt")
+    with pytest.raises(SlimdeployError, match="weights.pt holds a list, not a state dict"):
+        load(copy)
+    (copy / "weights.pt").unlink()
+    with pytest.raises(SlimdeployError, match="weights.pt is missing"):
+        load(copy)

@@ -92,11 +92,14 @@ def test_unreachable_budget_names_the_lowest_latency_and_writes_nothing(tmp_path
     assert list(tmp_path.iterdir()) == []
 
 
-def test_missing_dataset_names_the_package_and_writes_nothing(tmp_path):
+def test_missing_dataset_names_the_package_and_writes_nothing(tmp_path, monkeypatch):
+    empty = tmp_path / "no-fashion-mnist"
+    empty.mkdir()
+    monkeypatch.setenv("SLIMDEPLOY_FASHION_MNIST_DIR", str(empty))  # whatever this machine has installed
     with pytest.raises(SlimdeployError, match="dataset-fashion-mnist"):
         compress("torchvision:resnet18", tmp_path / "c", latency="0.5x", data="fashion-mnist",
                  input_shape=(1, 3, 64, 64), say=lambda text: None)
-    assert list(tmp_path.iterdir()) == []
+    assert list(tmp_path.iterdir()) == [empty] and list(empty.iterdir()) == []
 
 
 def test_unknown_runtime_and_bad_budget_are_refused_before_any_work(tmp_path):

@@ -63,6 +63,10 @@ def test_plugins_are_found_through_entry_points():
     values = {ep.name: ep.value for ep in entry_points(group=GROUP)}
     assert values["torch"] == "slimdeploy_torch:TorchRuntime"
     assert values["tensorrt"] == "slimdeploy_tensorrt:TensorRTRuntime"
+    # The default runtime comes with the core distribution (registered by its entry point); the others apart.
+    dists = {ep.name: ep.dist.name for ep in entry_points(group=GROUP)}
+    assert dists["onnxruntime"] == dists["remote"] == "slimdeploy"
+    assert dists["torch"] == "slimdeploy-torch" and dists["tensorrt"] == "slimdeploy-tensorrt"
 
 
 # ----------------------------------------------------------------------------- torch, CPU

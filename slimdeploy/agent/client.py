@@ -1,11 +1,14 @@
 """The ``remote`` runtime: measure ONNX models on a device running ``slimdeploy agent``.
 
-``--runtime remote:http://HOST:PORT`` (token from ``$SLIMDEPLOY_AGENT_TOKEN``, or the ``token``
-/ ``token_file`` options). Each measurement uploads the model's bytes to the agent, which times
+``--runtime remote:http://HOST:PORT`` or ``remote:https://HOST:PORT`` (an agent started with
+``--tls-cert``; its certificate is verified, against ``--runtime-option ca_file=PEM`` for a
+self-signed one). The token comes from ``$SLIMDEPLOY_AGENT_TOKEN``, or the ``token`` /
+``token_file`` options. Each measurement uploads the model's bytes to the agent, which times
 it with its onnxruntime and answers a `Measurement`. `compare` interleaves short measurements
 of each model in rotating order and quotes the median of the per-round ratios, like the local
-protocol. Only urllib is used; proxies and redirects are never followed (the token must go to
-the agent and nowhere else). The token and timeout are kept out of `options`, which are
+protocol. Requests go through `transport` (http.client, ``Expect: 100-continue``, so a refusal
+arrives before the upload); proxies and redirects are never followed (the token must go to the
+agent and nowhere else). The token, timeout and CA file are kept out of `options`, which are
 recorded with every figure.
 
 Device and fingerprint: `device` asks the agent (``GET /v1/device``, once per runtime) for its
@@ -16,18 +19,21 @@ settings whatever address the agent is reached at.
 """
 from __future__ import annotations
 
+import http.client
 import json
 import math
 import os
+import ssl
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any, Sequence
 from urllib.parse import urlencode, urlsplit
 
 from slimdeploy.errors import SlimdeployError
 from slimdeploy.runtimes.base import Runtime, device_fingerprint
+
+from . import transport
+from .tls import client_context
 
 TOKEN_ENV = "SLIMDEPLOY_AGENT_TOKEN"
 BUSY_RETRIES = 5          # answers of 429 tolerated per measurement before giving up
@@ -37,14 +43,6 @@ PROTOCOL_KEYS = ("warmup", "warmup_s", "round_s", "min_round_runs", "min_runs", 
 OPTIMIZATION_LEVELS = ("disable", "basic", "extended", "layout", "all")
 
 
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, req, fp, code, msg, headers, newurl):
-        return None  # the agent never redirects; following one would send the token elsewhere
-
-
-_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}), _NoRedirect())
-
-
 def _check_url(value: Any) -> str:
     url = str(value or "").strip().rstrip("/")
     parts = urlsplit(url)
@@ -52,9 +50,9 @@ def _check_url(value: Any) -> str:
         port_ok = parts.port is None or 0 < parts.port < 65536
     except ValueError:
         port_ok = False
-    if parts.scheme != "http" or not parts.hostname or not port_ok:
-        raise SlimdeployError(f"remote runtime url must look like http://HOST:PORT (the agent's address), "
-                              f"got {value!r}")
+    if parts.scheme not in ("http", "https") or not parts.hostname or not port_ok:
+        raise SlimdeployError(f"remote runtime url must look like http://HOST:PORT or https://HOST:PORT (the "
+                              f"agent's address), got {value!r}")
     if parts.username or parts.password or parts.query or parts.fragment:
         raise SlimdeployError(f"remote runtime url {value!r} must not carry credentials, a query or a fragment; "
                               f"pass the token with {TOKEN_ENV} or the token_file option")
@@ -124,7 +122,7 @@ class RemoteRuntime(Runtime):
     name = "remote"
     artifact_suffix = ".onnx"
     option_help = {
-        "url": "the agent's address, http://HOST:PORT (required; remote:http://HOST:PORT sets it)",
+        "url": "the agent's address, http://HOST:PORT or https://HOST:PORT (required; remote:URL sets it)",
         "token": f"the agent's token (default ${TOKEN_ENV}); never recorded",
         "token_file": "file holding the agent's token",
         "threads": "intra-op threads on the device (default: the agent's --threads, else all its cores)",
@@ -132,12 +130,20 @@ class RemoteRuntime(Runtime):
         "provider": "execution provider on the device (default CPUExecutionProvider)",
         "seed": "seed of the fixed random input (default 0)",
         "timeout": "seconds to wait for one answer, time queued at the agent included (default 600)",
+        "ca_file": "PEM file to verify an https:// agent's certificate with (its own, if self-signed; default: "
+                   "the system's CAs)",
     }
 
     def parse_options(self, options: dict[str, Any]) -> dict[str, Any]:
         if not options.get("url"):
-            raise SlimdeployError("the remote runtime needs the agent's address: --runtime remote:http://HOST:PORT")
+            raise SlimdeployError("the remote runtime needs the agent's address: --runtime remote:http://HOST:PORT "
+                                  "(or remote:https://HOST:PORT)")
         parsed: dict[str, Any] = {"url": _check_url(options["url"])}
+        self._split = urlsplit(parsed["url"])
+        ca_file = str(options["ca_file"]).strip() if options.get("ca_file") else None
+        if ca_file and self._split.scheme != "https":
+            raise SlimdeployError(f"remote option ca_file is for https:// agents; {parsed['url']} is plain HTTP")
+        self._tls = client_context(ca_file) if self._split.scheme == "https" else None
         optimization = str(options.get("optimization", "all")).strip().lower()
         if optimization not in OPTIMIZATION_LEVELS:
             raise SlimdeployError(f"remote option optimization must be one of {', '.join(OPTIMIZATION_LEVELS)}, "
@@ -169,18 +175,19 @@ class RemoteRuntime(Runtime):
 
     def _call(self, method: str, path: str, query: dict[str, Any], body: bytes | None = None):
         """(status, headers, JSON payload) of one request; connection problems raise `SlimdeployError`."""
-        url = f"{self.url}{path}" + (f"?{urlencode(query)}" if query else "")
+        target = self._split.path + path + (f"?{urlencode(query)}" if query else "")
         headers = {"Authorization": f"Bearer {self._token}", "Accept": "application/json"}
         if body is not None:
             headers["Content-Type"] = "application/octet-stream"
-        request = urllib.request.Request(url, data=body, headers=headers, method=method)
+        port = self._split.port or (443 if self._tls else 80)
+        conn = transport.connection(self._split.scheme, self._split.hostname, port, self._timeout, self._tls)
         try:
-            with _OPENER.open(request, timeout=self._timeout) as response:
-                status, reply_headers, raw = response.status, response.headers, response.read()
-        except urllib.error.HTTPError as exc:
-            status, reply_headers, raw = exc.code, exc.headers, exc.read()
-        except (urllib.error.URLError, OSError) as exc:
+            response = transport.send(conn, method, target, headers, body)
+            status, reply_headers, raw = response.status, response.headers, response.read()
+        except (OSError, http.client.HTTPException) as exc:
             raise self._connection_error(exc, None if body is None else len(body)) from None
+        finally:
+            conn.close()
         try:
             payload = json.loads(raw.decode("utf-8")) if raw else {}
         except (UnicodeDecodeError, ValueError):
@@ -188,19 +195,30 @@ class RemoteRuntime(Runtime):
         return status, reply_headers, payload
 
     def _connection_error(self, exc: Exception, sent: int | None = None) -> SlimdeployError:
-        reason = getattr(exc, "reason", exc)
+        reason = exc
+        plain = self._tls is None
+        if isinstance(reason, ssl.SSLCertVerificationError):
+            return SlimdeployError(f"the certificate of the slimdeploy agent at {self.url} could not be verified "
+                                   f"({reason.verify_message or reason}); for a self-signed agent pass its "
+                                   f"certificate with --runtime-option ca_file=PEM")
+        if isinstance(reason, ssl.SSLError):
+            return SlimdeployError(f"TLS with the slimdeploy agent at {self.url} failed ({reason.reason or reason}); "
+                                   f"is it started with --tls-cert? A plain agent is reached with http://")
         if isinstance(reason, ConnectionRefusedError):
             return SlimdeployError(f"cannot reach the slimdeploy agent at {self.url}: connection refused; is "
                                    f"`slimdeploy agent` running there, on that port?")
         if isinstance(reason, TimeoutError):
             return SlimdeployError(f"no answer from the slimdeploy agent at {self.url} within {self._timeout:g} s; "
                                    f"raise the remote option timeout or check the agent")
+        hint = " (an agent started with --tls-cert is reached with https://)" if plain else ""
         if isinstance(reason, (ConnectionResetError, BrokenPipeError)):
             size = f" of {sent} bytes" if sent is not None else ""
             return SlimdeployError(f"the slimdeploy agent at {self.url} closed the connection while the request{size} "
-                                   f"was sent ({reason}); it does so, without reading them, for models over its "
-                                   f"--max-bytes and for wrong tokens")
-        return SlimdeployError(f"cannot talk to the slimdeploy agent at {self.url}: {reason}")
+                                   f"was sent ({reason}){hint}")
+        if isinstance(reason, http.client.RemoteDisconnected):
+            return SlimdeployError(f"the slimdeploy agent at {self.url} closed the connection without an "
+                                   f"answer{hint}")
+        return SlimdeployError(f"cannot talk to the slimdeploy agent at {self.url}: {reason}{hint}")
 
     def _refusal(self, status: int, payload: Any) -> SlimdeployError:
         message = payload.get("error") if isinstance(payload, dict) else None

@@ -8,6 +8,7 @@ from urllib.parse import parse_qs
 from slimdeploy.errors import SlimdeployError
 
 MAX_INPUT_ELEMENTS = 1 << 28
+MEASURING_RUNTIME = "onnxruntime"  # the runtime plugin the agent measures with (found by entry point)
 
 # Query parameters of POST /v1/measure: name -> (type, lowest, highest); None = the request timeout.
 RUNTIME_PARAMS = ("threads", "optimization", "provider", "seed", "input_shape")
@@ -68,10 +69,10 @@ def _input_shape(text: str) -> list[int]:
 def runtime_value(name: str, text: str) -> Any:
     """A runtime setting from its query text (optimization, provider, input_shape or an integer)."""
     if name == "optimization":
-        from slimdeploy_onnxruntime.timer import _check_optimization
+        from slimdeploy.runtimes import get_runtime
 
-        try:
-            return _check_optimization(text)
+        try:  # the measuring runtime's own check, through its plugin interface
+            return get_runtime(MEASURING_RUNTIME, {"optimization": text}).options["optimization"]
         except SlimdeployError as exc:
             raise BadRequest(str(exc)) from None
     if name == "provider":

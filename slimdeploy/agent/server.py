@@ -13,11 +13,20 @@ API (every reply is JSON; every error reply is ``{"error": "..."}``):
 Refusals: 401 missing/wrong token; 411 no Content-Length; 413 body over ``max_bytes`` (decided
 from the header, before reading); 400 bad parameters or bytes that are not a loadable ONNX
 model (with the reason); 429 with Retry-After when ``queue`` requests already wait; 504 when a
-measurement outlives ``request_timeout`` (its process is killed).
+measurement outlives ``request_timeout`` or its CPU-time cap (its process is stopped); 507 when
+the model needs more memory than the measuring process may have (``max_memory``).
+
+Every refusal can be read by an ordinary client: a request that says ``Expect: 100-continue``
+(the ``remote`` runtime does) gets its refusal before it sends the body, and ``100 Continue``
+only once the token, the query and the size passed; a body sent regardless is read and
+discarded (up to ``max_bytes``) before the connection closes, so a client still sending it does
+not see a reset instead of the reply. With ``tls_cert``/``tls_key`` the agent speaks HTTPS only
+(the handshake runs in the connection's own thread).
 
 Measurements run one at a time, each in a fresh child process (``python -c``, fed the model on
-stdin, answering one JSON line): a slow or crashing model cannot stall or take down the agent.
-Nothing is ever unpickled. This module must not import torch.
+stdin, answering one JSON line) under an address-space and a CPU-time cap (`limits`): a slow,
+crashing or memory-hungry model cannot stall or take down the agent or its device. Nothing is
+ever unpickled. This module must not import torch.
 """
 from __future__ import annotations
 
@@ -28,12 +37,13 @@ import os
 import re
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Mapping
@@ -41,7 +51,10 @@ from typing import Any, Mapping
 from slimdeploy import __version__
 from slimdeploy.errors import SlimdeployError
 
-from .requests import DEVICE_PARAMS, BadRequest, check_onnx, measure_params, parse_query, runtime_value
+from . import limits
+from .requests import (DEVICE_PARAMS, MEASURING_RUNTIME, BadRequest, check_onnx, measure_params, parse_query,
+                       runtime_value)
+from .tls import plain_http_warning, server_context
 from .worker import WORKER_CODE
 
 TOKEN_ENV = "SLIMDEPLOY_AGENT_TOKEN"
@@ -51,10 +64,9 @@ DEFAULT_QUEUE = 4
 DEFAULT_REQUEST_TIMEOUT = 120.0
 MAX_CONNECTIONS = 64          # open connections at once; more are answered 503 and closed
 SOCKET_TIMEOUT = 60.0         # seconds a client may stall while sending
-DRAIN_BYTES = 4 * 1024 * 1024  # at most this much of a refused body is read before closing
-DRAIN_SECONDS = 2.0
-
-
+DRAIN_BYTES = 4 * 1024 * 1024  # a refused body of unknown or excessive size: at most this much is read ...
+DRAIN_SECONDS = 2.0            # ... for at most this long before closing
+MIN_MEMORY = 64 << 20          # a measuring process needs this much address space just to start
 
 @dataclass(frozen=True)
 class AgentConfig:
@@ -67,6 +79,19 @@ class AgentConfig:
     queue: int = DEFAULT_QUEUE
     request_timeout: float = DEFAULT_REQUEST_TIMEOUT
     threads: int | None = None
+    max_memory: int | None = field(default_factory=limits.default_max_memory)  # bytes of address space
+    max_cpu_seconds: float | None = None  # None: request_timeout x the cores the agent may use
+    tls_cert: str | None = None
+    tls_key: str | None = None
+
+    @property
+    def cpu_limit(self) -> float:
+        """CPU seconds one measurement may use (by default never tighter than the wall-clock limit)."""
+        if self.max_cpu_seconds is not None:
+            return self.max_cpu_seconds
+        from slimdeploy.latency.host import available_cores
+
+        return self.request_timeout * available_cores()
 
     def check(self) -> None:
         if not self.token:
@@ -82,6 +107,17 @@ class AgentConfig:
                                   f"got {self.request_timeout}")
         if self.threads is not None and self.threads < 1:
             raise SlimdeployError(f"--threads must be a positive integer, got {self.threads}")
+        if self.max_memory is not None and self.max_memory < MIN_MEMORY:
+            raise SlimdeployError(f"--max-memory must be at least {limits.size_text(MIN_MEMORY)} (a measuring "
+                                  f"process needs that much to start), got {self.max_memory} bytes")
+        hard = limits.address_space_hard_limit()
+        if self.max_memory is not None and hard is not None and self.max_memory > hard:
+            raise SlimdeployError(f"--max-memory {limits.size_text(self.max_memory)} is over this process's own "
+                                  f"address-space limit of {limits.size_text(hard)} (ulimit -v); ask for less")
+        if self.max_cpu_seconds is not None and not (self.max_cpu_seconds > 0 and math.isfinite(self.max_cpu_seconds)):
+            raise SlimdeployError(f"--max-cpu-seconds must be a positive number of seconds, got {self.max_cpu_seconds}")
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise SlimdeployError("--tls-cert and --tls-key go together: give both (PEM files) or neither")
 
 
 def load_token(token_file: str | None = None, environ: Mapping[str, str] | None = None) -> str:
@@ -102,9 +138,6 @@ def load_token(token_file: str | None = None, environ: Mapping[str, str] | None 
     return token
 
 
-# ----------------------------------------------------------------------------- parameters
-
-
 # ----------------------------------------------------------------------------- the server
 
 
@@ -123,22 +156,50 @@ class AgentServer(ThreadingHTTPServer):
         self._child: subprocess.Popen | None = None
         self._last_seconds = 1.0
         self._device_cache: dict[tuple, dict[str, Any]] = {}
+        self.tls = server_context(config.tls_cert, config.tls_key) if config.tls_cert else None
         self._workdir = tempfile.TemporaryDirectory(prefix="slimdeploy-agent-")
-        super().__init__((config.host, config.port), AgentHandler)
+        try:
+            super().__init__((config.host, config.port), AgentHandler)
+        except BaseException:
+            self._workdir.cleanup()
+            raise
 
     @property
     def url(self) -> str:
         host, port = self.server_address[:2]
-        return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+        scheme = "https" if self.tls else "http"
+        return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
 
     # -- connections
 
     def process_request(self, request, client_address) -> None:
         if not self._connections.acquire(blocking=False):
-            _send_raw(request, 503, {"error": "the agent has too many open connections; try again shortly"})
+            if self.tls is None:  # before a handshake, a TLS client could not read the reply
+                _send_raw(request, 503, {"error": "the agent has too many open connections; try again shortly"})
             self.shutdown_request(request)
             return
         super().process_request(request, client_address)
+
+    def finish_request(self, request, client_address) -> None:
+        """Handle one connection; with TLS, the handshake first (here, in the connection's thread)."""
+        if self.tls is None:
+            super().finish_request(request, client_address)
+            return
+        request.settimeout(SOCKET_TIMEOUT)
+        try:
+            conn = self.tls.wrap_socket(request, server_side=True)
+        except (ssl.SSLError, OSError) as exc:
+            print(f"slimdeploy agent: TLS handshake with {client_address[0]} failed: {exc} (a client must use "
+                  f"https://)", file=sys.stderr)
+            return
+        try:
+            super().finish_request(conn, client_address)
+        finally:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            conn.close()
 
     def process_request_thread(self, request, client_address) -> None:
         try:
@@ -181,12 +242,9 @@ class AgentServer(ThreadingHTTPServer):
         """What a figure under `runtime` settings is recorded with (no input shape)."""
         key = tuple(sorted(runtime.items()))
         if key not in self._device_cache:
-            from slimdeploy.latency.host import available_cores
-            from slimdeploy_onnxruntime.timer import PROVIDER, device_info
+            from slimdeploy.runtimes import get_runtime
 
-            info = device_info(runtime.get("optimization", "all"), runtime.get("provider", PROVIDER))
-            info["threads"] = runtime.get("threads", available_cores())
-            self._device_cache[key] = info
+            self._device_cache[key] = get_runtime(MEASURING_RUNTIME, runtime).device()
         return dict(self._device_cache[key])
 
     def run_measurement(self, body: bytes, params: dict[str, Any]) -> tuple[int, dict[str, Any]]:
@@ -194,7 +252,9 @@ class AgentServer(ThreadingHTTPServer):
         timeout = self.config.request_timeout
         start = time.monotonic()
         env = _worker_env()
-        proc = subprocess.Popen([sys.executable, "-c", WORKER_CODE], stdin=subprocess.PIPE,
+        cpu = self.config.cpu_limit
+        limit_args = limits.child_args(self.config.max_memory, cpu)
+        proc = subprocess.Popen([sys.executable, "-c", WORKER_CODE, *limit_args], stdin=subprocess.PIPE,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=self._workdir.name, env=env)
         self._child = proc
         try:
@@ -208,6 +268,9 @@ class AgentServer(ThreadingHTTPServer):
         finally:
             self._child = None
             self._last_seconds = time.monotonic() - start
+        stopped = limits.signal_refusal(proc.returncode, cpu)
+        if stopped is not None:
+            return stopped[0], {"error": stopped[1]}
         return _worker_reply(proc.returncode, out, err)
 
     def stop_child(self) -> None:
@@ -224,6 +287,7 @@ class AgentServer(ThreadingHTTPServer):
 def _worker_env() -> dict[str, str]:
     """The agent's environment without the token, with this package importable from any cwd."""
     env = {k: v for k, v in os.environ.items() if k != TOKEN_ENV}
+    env.setdefault("MALLOC_ARENA_MAX", "2")  # per-thread malloc arenas would eat the address-space cap
     root = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = os.pathsep.join([root] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
     return env
@@ -263,7 +327,9 @@ class AgentHandler(BaseHTTPRequestHandler):
     server: AgentServer
     server_version = "slimdeploy-agent"
     sys_version = ""
+    protocol_version = "HTTP/1.1"  # so that http.server honours ``Expect: 100-continue``
     timeout = SOCKET_TIMEOUT
+    expects_continue = False
 
     # -- replies
 
@@ -283,21 +349,37 @@ class AgentHandler(BaseHTTPRequestHandler):
         self.wfile.flush()
 
     def refuse(self, status: int, message: str, headers: Mapping[str, str] | None = None) -> None:
-        """Reply before the body was read, then read a little of it so the client sees the reply
-        (closing on unread data would reset the connection) and close."""
+        """Reply before the body was read, then read the body the client may still be sending and close.
+
+        Closing on unread data would reset the connection, and a client still sending (urllib,
+        http.client) would see that instead of the reply. A body whose declared size the agent
+        accepts is read whole (a client that waits for ``100 Continue`` sends none and closes);
+        one of unknown or excessive size at most `DRAIN_BYTES` for `DRAIN_SECONDS`.
+        """
         self.reply(status, {"error": message}, headers)
+        declared = self.declared_length()
+        self.drain(declared if declared is not None else DRAIN_BYTES,
+                   SOCKET_TIMEOUT if declared is not None else DRAIN_SECONDS)
+
+    def drain(self, limit: int, seconds: float) -> None:
+        """Read and drop up to `limit` bytes for up to `seconds`, after half-closing our side."""
         try:
             self.connection.shutdown(socket.SHUT_WR)
-            deadline = time.monotonic() + DRAIN_SECONDS
+            deadline = time.monotonic() + seconds
             drained = 0
-            while drained < DRAIN_BYTES and time.monotonic() < deadline:
+            while drained < limit and time.monotonic() < deadline:
                 self.connection.settimeout(max(0.05, deadline - time.monotonic()))
-                chunk = self.connection.recv(65536)
+                chunk = self.rfile.read1(min(1 << 16, limit - drained))
                 if not chunk:
                     break
                 drained += len(chunk)
-        except OSError:
+        except (OSError, ValueError):
             pass
+
+    def handle_expect_100(self) -> bool:
+        """Remember the client waits; ``100 Continue`` goes out only once the request is accepted."""
+        self.expects_continue = True
+        return True
 
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         """http.server's own refusals (bad request line, unsupported method) as JSON."""
@@ -330,6 +412,15 @@ class AgentHandler(BaseHTTPRequestHandler):
         self.refuse(401, message, {"WWW-Authenticate": 'Bearer realm="slimdeploy-agent"'})
         return False
 
+    def declared_length(self) -> int | None:
+        """The Content-Length if it is well formed and within ``max_bytes``, else None."""
+        text = self.headers.get("Content-Length") if self.headers is not None else None
+        if text is None or not re.fullmatch(r"\s*\d{1,20}\s*", text) or \
+                "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            return None
+        length = int(text)
+        return length if length <= self.server.config.max_bytes else None
+
     def content_length(self) -> int | None:
         """The declared body size, if acceptable; otherwise replies 400/411/413 and returns None."""
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
@@ -351,6 +442,9 @@ class AgentHandler(BaseHTTPRequestHandler):
 
     def read_body(self, length: int) -> bytes | None:
         """Exactly `length` bytes, or None after replying 400 when the client sends fewer."""
+        if self.expects_continue:
+            self.send_response_only(100)
+            self.end_headers()
         chunks, got = [], 0
         while got < length:
             chunk = self.rfile.read(min(1 << 20, length - got))
@@ -360,14 +454,6 @@ class AgentHandler(BaseHTTPRequestHandler):
             chunks.append(chunk)
             got += len(chunk)
         return b"".join(chunks)
-
-    def discard_body(self, length: int) -> None:
-        left = length
-        while left > 0:
-            chunk = self.rfile.read(min(1 << 20, left))
-            if not chunk:
-                return
-            left -= len(chunk)
 
     # -- routes
 
@@ -408,9 +494,8 @@ class AgentHandler(BaseHTTPRequestHandler):
             self.refuse(400, str(exc))
             return
         if not self.server.admit():
-            self.discard_body(length)
-            self.reply(429, {"error": f"the agent is busy: one measurement runs and {self.server.config.queue} "
-                                      f"wait; retry later"}, {"Retry-After": str(self.server.retry_after())})
+            self.refuse(429, f"the agent is busy: one measurement runs and {self.server.config.queue} wait; "
+                             f"retry later", {"Retry-After": str(self.server.retry_after())})
             return
         try:
             self.measure(length, params)
@@ -436,18 +521,23 @@ class AgentHandler(BaseHTTPRequestHandler):
 def serve(config: AgentConfig, ready=None) -> int:
     """Run the agent until interrupted (SIGINT/SIGTERM). `ready(server)` is called once listening."""
     config.check()
+    from slimdeploy.runtimes import get_runtime
+
     try:
-        import slimdeploy_onnxruntime  # noqa: F401  (the agent measures with it)
-    except ImportError as exc:
-        raise SlimdeployError(f"the agent measures with the onnxruntime plugin, which cannot be imported ({exc}); "
-                              f"install it, e.g. `pip install onnxruntime` and `pip install -e plugins/onnxruntime`")
+        get_runtime(MEASURING_RUNTIME)
+    except SlimdeployError as exc:
+        raise SlimdeployError(f"the agent measures with the {MEASURING_RUNTIME} runtime plugin, which ships with "
+                              f"slimdeploy; reinstall slimdeploy (pip install -e . in a checkout): {exc}") from None
     try:
         server = AgentServer(config)
     except OSError as exc:
         raise SlimdeployError(f"cannot listen on {config.host}:{config.port}: {exc.strerror or exc}") from None
-    if config.host not in ("127.0.0.1", "::1", "localhost"):
-        print(f"slimdeploy agent: warning: listening on {config.host} over plain HTTP; the token and models "
-              f"travel unencrypted, so use a trusted network or an SSH tunnel", file=sys.stderr)
+    warning = plain_http_warning(config.host, server.tls is not None)
+    if warning:
+        print(warning, file=sys.stderr)
+    if config.max_memory is not None and not limits.can_limit():
+        print("slimdeploy agent: warning: this platform cannot cap a process's memory or CPU time; "
+              "--max-memory and --max-cpu-seconds are not enforced", file=sys.stderr)
 
     def stop(signum, frame):
         raise KeyboardInterrupt
@@ -455,6 +545,10 @@ def serve(config: AgentConfig, ready=None) -> int:
     previous = signal.signal(signal.SIGTERM, stop) if threading.current_thread() is threading.main_thread() else None
     try:
         print(f"slimdeploy agent listening on {server.url}", flush=True)
+        memory = "unlimited" if config.max_memory is None else limits.size_text(config.max_memory)
+        print(f"slimdeploy agent: each measurement may use {memory} of address space, {config.cpu_limit:g} CPU "
+              f"seconds and {config.request_timeout:g} s; models up to {limits.size_text(config.max_bytes)}",
+              file=sys.stderr, flush=True)
         if ready is not None:
             ready(server)
         server.serve_forever(poll_interval=0.2)

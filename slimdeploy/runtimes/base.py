@@ -10,6 +10,10 @@ plugin only has to hand out a *timer*, an object with
 * ``warm_up(runs, seconds) -> list[float]``,
 * ``device() -> dict`` (what the figure was measured on).
 
+A runtime that deploys a compiled file rather than the ONNX itself (TensorRT: an engine) sets
+`compiled_suffix` and implements `check_compile`, `compile` and `run_compiled`;
+`slimdeploy.export_tensorrt` builds on them behind the parity gate.
+
 This module must not import torch: the remote agent imports it without torch installed.
 """
 from __future__ import annotations
@@ -48,6 +52,7 @@ class Runtime(ABC):
     artifact_suffix: ClassVar[str] = ".onnx"
     option_help: ClassVar[Mapping[str, str]] = {}
     supports_node_times: ClassVar[bool] = False
+    compiled_suffix: ClassVar[str | None] = None  # e.g. ".engine": the runtime deploys a compiled file
 
     def __init__(self, options: Mapping[str, Any] | None = None) -> None:
         options = dict(options or {})
@@ -77,6 +82,22 @@ class Runtime(ABC):
     @abstractmethod
     def timer(self, artifact: Any, input_shape: Sequence[int] | None = None) -> Any:
         """Load `artifact` (a path, or bytes where the runtime takes them) ready to time."""
+
+    def check_compile(self) -> None:
+        """Raise `SlimdeployError` saying, in one line, what this machine lacks to `compile` (cheap)."""
+        if self.compiled_suffix is None:
+            raise SlimdeployError(f"runtime {self.name!r} runs ONNX files as they are; it compiles nothing")
+
+    def compile(self, onnx_path: Path, out: Path, input_shape: Sequence[int] | None = None) -> Path:
+        """Write the deployable file built from the ONNX file `onnx_path` to `out` (runtimes with
+        `compiled_suffix`)."""
+        self.check_compile()
+        raise SlimdeployError(f"runtime {self.name!r} does not implement compile")
+
+    def run_compiled(self, path: Path, inputs: Sequence[Any]) -> list[Any]:
+        """The first output (a numpy array) of the compiled file at `path` for each numpy input."""
+        self.check_compile()
+        raise SlimdeployError(f"runtime {self.name!r} does not implement run_compiled")
 
     # -- conditions
 

@@ -44,7 +44,8 @@ def get_runtime(spec: str, options: Mapping[str, Any] | None = None) -> Runtime:
         installed = ", ".join(sorted(found)) or "none"
         raise SlimdeployError(
             f"no runtime plugin named {name!r} is installed (installed: {installed}); plugins register "
-            f"under the entry-point group {GROUP!r}, e.g. `pip install -e plugins/onnxruntime`")
+            f"under the entry-point group {GROUP!r} (onnxruntime and remote come with slimdeploy; in a checkout "
+            f"`pip install -e plugins/torch` or `-e plugins/tensorrt` adds the others)")
     try:
         cls = found[name].load()
     except ImportError as exc:

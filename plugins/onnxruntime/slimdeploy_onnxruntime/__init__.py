@@ -7,9 +7,9 @@ from slimdeploy.errors import SlimdeployError
 from slimdeploy.runtimes import Runtime
 from slimdeploy.runtimes.helpers import integer, positive_int
 
-from .timer import OPTIMIZATION_LEVELS, PROVIDER, OrtTimer, device_info
+from .timer import OPTIMIZATION_LEVELS, PROVIDER, OrtTimer, check_optimization, device_info
 
-__all__ = ["OnnxRuntime", "OrtTimer", "device_info"]
+__all__ = ["OPTIMIZATION_LEVELS", "PROVIDER", "OnnxRuntime", "OrtTimer", "check_optimization", "device_info"]
 
 SPINNING = "session.intra_op.allow_spinning"
 
@@ -45,11 +45,9 @@ class OnnxRuntime(Runtime):
     def parse_options(self, options: dict[str, Any]) -> dict[str, Any]:
         from slimdeploy.latency.host import available_cores
 
-        from .timer import _check_optimization
-
         parsed: dict[str, Any] = {
             "threads": positive_int("onnxruntime", "threads", options.get("threads", available_cores())),
-            "optimization": _check_optimization(options.get("optimization", "all")),
+            "optimization": check_optimization(options.get("optimization", "all")),
             "provider": str(options.get("provider", PROVIDER)),
         }
         parsed["seed"] = integer("onnxruntime", "seed", options.get("seed", 0))

@@ -81,7 +81,7 @@ class OrtTimer:
                 f"available: {', '.join(ort.get_available_providers())}")
         self.provider = provider
         self.threads = _check_threads(threads)
-        self.optimization = _check_optimization(optimization)
+        self.optimization = check_optimization(optimization)
         self.session_config = dict(session_config or {})
         options = ort.SessionOptions()
         options.intra_op_num_threads = self.threads
@@ -158,7 +158,8 @@ def _check_threads(threads: int | None) -> int:
     return int(threads)
 
 
-def _check_optimization(level: str) -> str:
+def check_optimization(level: str) -> str:
+    """`level` as one of `OPTIMIZATION_LEVELS` (ORT's own names such as ORT_ENABLE_ALL accepted), or a clear error."""
     key = str(level).lower().removeprefix("ort_")
     key = {"disable_all": "disable", "enable_basic": "basic", "enable_extended": "extended",
            "enable_layout": "layout", "enable_all": "all"}.get(key, key)

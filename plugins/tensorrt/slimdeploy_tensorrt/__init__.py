@@ -2,7 +2,9 @@
 
 This package imports without TensorRT (and without a GPU): `tensorrt` is imported only when an
 engine is built, and its absence is a `SlimdeployError` saying how to get it. Needs TensorRT 10+
-(the tensor-name API) and torch with CUDA (buffers, streams and CUDA events).
+(the tensor-name API) and torch with CUDA (buffers, streams and CUDA events). Besides timing, it
+writes engines as deployable files (`compile`) and runs them (`run_compiled`), which
+`slimdeploy.export_tensorrt` uses behind the parity gate.
 """
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ from slimdeploy.errors import SlimdeployError
 from slimdeploy.runtimes import Runtime
 from slimdeploy.runtimes.helpers import integer, positive_int
 
-__all__ = ["TensorRTRuntime", "require_tensorrt", "require_cuda"]
+__all__ = ["TensorRTRuntime", "missing", "require_tensorrt", "require_cuda"]
 
 PRECISIONS = ("fp32", "fp16")
 MIN_MAJOR = 10
@@ -44,6 +46,20 @@ def require_cuda() -> Any:
     return torch
 
 
+def missing() -> list[str]:
+    """What this machine lacks to build and run engines, one phrase each (empty: nothing)."""
+    import torch
+
+    problems = []
+    try:
+        require_tensorrt()
+    except SlimdeployError as exc:
+        problems.append(str(exc))
+    if not torch.cuda.is_available():
+        problems.append(f"there is no NVIDIA GPU (CUDA is not available to torch {torch.__version__})")
+    return problems
+
+
 def _precision(value: Any) -> str:
     text = str(value).strip().lower()
     if text not in PRECISIONS:
@@ -66,6 +82,7 @@ class TensorRTRuntime(Runtime):
 
     name = "tensorrt"
     artifact_suffix = ".onnx"
+    compiled_suffix = ".engine"
     option_help = {
         "precision": "fp32, or fp16 (lets TensorRT choose fp16 kernels); default fp32",
         "workspace_mb": "builder workspace limit in MiB (default: TensorRT's, the device memory)",
@@ -89,6 +106,26 @@ class TensorRTRuntime(Runtime):
         o = self.options
         return TensorRTTimer(artifact, input_shape, precision=o["precision"], workspace_mb=o.get("workspace_mb"),
                              seed=o["seed"])
+
+    def check_compile(self) -> None:
+        """One line naming everything missing here (TensorRT, a GPU), before any work is done."""
+        problems = missing()
+        if problems:
+            raise SlimdeployError(f"cannot build a TensorRT engine on this machine: {'; and '.join(problems)}")
+
+    def compile(self, onnx_path: Any, out: Any, input_shape: Sequence[int] | None = None) -> Any:
+        """Build the engine for `onnx_path` with this runtime's precision and write it to `out`."""
+        self.check_compile()
+        from .deploy import write_engine
+
+        return write_engine(onnx_path, out, input_shape, self.options["precision"], self.options.get("workspace_mb"))
+
+    def run_compiled(self, path: Any, inputs: Sequence[Any]) -> list[Any]:
+        """The first output of the engine at `path` for each numpy input."""
+        self.check_compile()
+        from .deploy import run_engine
+
+        return run_engine(path, inputs)
 
     def layer_times(self, artifact: Any, input_shape: Sequence[int] | None = None, runs: int = 20) -> dict[str, float]:
         """{TensorRT layer name: median ms over `runs` profiled runs} for `artifact`."""

@@ -95,7 +95,12 @@ def build_engine(trt: Any, logger: Any, source: str | bytes, name: str, input_sh
         config.add_optimization_profile(profile)
     if workspace_mb is not None:
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_mb) << 20)
+    if precision == "fp32" and hasattr(trt.BuilderFlag, "TF32"):
+        config.clear_flag(trt.BuilderFlag.TF32)  # on by default; it rounds fp32 inputs to 10-bit mantissas
     if precision == "fp16":
+        if not hasattr(trt.BuilderFlag, "FP16"):
+            raise SlimdeployError(f"TensorRT {trt.__version__} has no FP16 builder flag (strongly typed networks "
+                                  f"only); use precision fp32")
         config.set_flag(trt.BuilderFlag.FP16)
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
@@ -125,8 +130,9 @@ def layer_profiler(trt: Any) -> Any:
 class TensorRTTimer(WarmUp):
     """A TensorRT engine with bound torch CUDA buffers and a fixed random input, ready to time.
 
-    The engine is built here from ONNX (``precision="fp16"`` sets ``BuilderFlag.FP16``; the I/O
-    stays as the ONNX declares it). Each run is ``execute_async_v3`` on a private stream between
+    The engine is built here from ONNX (``precision="fp16"`` sets ``BuilderFlag.FP16``; ``"fp32"``
+    clears ``BuilderFlag.TF32``, so fp32 layers compute in full fp32; the I/O stays as the ONNX
+    declares it). Each run is ``execute_async_v3`` on a private stream between
     two CUDA events, read after one synchronize per batch of runs. ``threads`` is 1: host threads
     do not change an engine's GPU time.
     """
