@@ -81,12 +81,20 @@ def deliver(d: Delivery, searcher: Searcher, problem_for: Callable[[float], Sear
         raise SlimdeployError(f"the budget {d.budget.latency.text} was not met on final measurement "
                               f"({final.ratios[1]:.3f}x after {retries + 1} searches); the machine may be too "
                               f"noisy: retry, or give a looser budget")
+    if d.runtime.compiled_suffix:  # the runtime deploys a compiled file: deliver it, behind its own gate
+        from .export_tensorrt import export_engine
+
+        engine = export_engine(pruned, d.example, folder / f"model{d.runtime.compiled_suffix}", d.runtime)
+        if not engine.passed:
+            raise SlimdeployError(f"the {d.runtime.name} engine does not match PyTorch: {engine.summary()}")
     report = build_report(
         budget=d.budget, limits=d.limits, result=result, final=final,
         counts={"original": d.original[1:], "compressed": count_macs_params(pruned, d.example)},
         accuracy=_accuracies(d.model, pruned, d.data), parity=parity, analysis=d.analysis,
         runtime=d.runtime, input_shape=list(d.example.shape), attempts=attempt + 1,
         finetune={"epochs": d.options.train.finetune_epochs, "history": history})
+    if d.runtime.compiled_suffix:
+        report["verification_engine"] = engine.to_json()
     return result, report
 
 

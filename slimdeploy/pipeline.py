@@ -53,6 +53,8 @@ def compress(model: str | nn.Module, out: str | os.PathLike, latency: str | list
     s, t, lat = options.search, options.train, options.latency
     check_latency_source(lat.latency_model)
     rt = resolve_runtime(lat.runtime, lat.threads)
+    if rt.compiled_suffix:  # e.g. TensorRT: say now, in one line, when this machine cannot build engines
+        rt.check_compile()
     budgets = parse_budgets(latency, macs, params)
     searcher = get_searcher(s.method, **s.search_options)
     out = Path(out)

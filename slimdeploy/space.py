@@ -111,7 +111,7 @@ class Widths:
             data = json.loads(Path(path).read_text())
         except FileNotFoundError:
             raise SlimdeployError(f"widths file {path} does not exist") from None
-        except (OSError, json.JSONDecodeError) as exc:
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise SlimdeployError(f"cannot read widths file {path}: {exc}") from None
         return cls.from_json(data, source=str(path))
 

@@ -79,3 +79,20 @@ def test_an_engine_that_fails_the_gate_is_not_written(tmp_path):
     report = export_tensorrt(small_net(), torch.randn(*SHAPE), out, precision="fp16", atol=0.0, rtol=0.0)
     assert not report.passed and report.n_mismatched > 0
     assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_export_to_tensorrt_without_tensorrt_or_a_gpu_is_one_line_exit_2_and_nothing_written(tmp_path):
+    import subprocess
+    import sys
+
+    try:
+        get_runtime("tensorrt", {}).check_compile()
+        pytest.skip("this machine can build TensorRT engines")
+    except SlimdeployError:
+        pass
+    done = subprocess.run([sys.executable, "-m", "slimdeploy", "export", "slimdeploy.models:cifar_resnet8",
+                           "--input-shape", "1,3,32,32", "--format", "tensorrt", "--out", str(tmp_path / "o" / "m.engine")],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert "cannot build a TensorRT engine on this machine" in done.stderr
+    assert not (tmp_path / "o").exists()

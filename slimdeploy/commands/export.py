@@ -14,20 +14,26 @@ EXIT_PARITY_FAILED = 1
 
 
 def register(sub) -> None:
-    p = sub.add_parser("export", help="export to ONNX and check numerical parity with PyTorch")
+    p = sub.add_parser("export", help="export to ONNX (or a TensorRT engine) and check numerical parity with PyTorch")
     add_model_args(p)
-    p.add_argument("--format", default="onnx", choices=["onnx"])
-    p.add_argument("--out", required=True, help="output .onnx file")
+    p.add_argument("--format", default="onnx", choices=["onnx", "tensorrt"])
+    p.add_argument("--out", required=True, help="output file (.onnx, or .engine for tensorrt)")
     p.add_argument("--opset", type=int, default=17)
-    p.add_argument("--dynamic-batch", action="store_true", help="make the batch dimension dynamic")
-    p.add_argument("--atol", type=float, default=1e-4)
-    p.add_argument("--rtol", type=float, default=1e-3)
+    p.add_argument("--dynamic-batch", action="store_true", help="make the batch dimension dynamic (ONNX)")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "fp16"], help="TensorRT engine precision")
+    p.add_argument("--workspace-mb", type=int, help="TensorRT builder workspace (MiB)")
+    p.add_argument("--atol", type=float, help="parity: absolute tolerance (default 1e-4; 1e-2 for fp16 engines)")
+    p.add_argument("--rtol", type=float, help="parity: relative tolerance (default 1e-3; 1e-2 for fp16 engines)")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
+    if args.format == "tensorrt":
+        return _run_tensorrt(args)
     from ..export import export_onnx, verify_onnx
 
+    args.atol = 1e-4 if args.atol is None else args.atol
+    args.rtol = 1e-3 if args.rtol is None else args.rtol
     model, example = load_model_and_input(args)
     out = Path(args.out)
     if out.is_dir():
@@ -50,3 +56,20 @@ def run(args) -> int:
         return 0
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _run_tensorrt(args) -> int:
+    from ..export_tensorrt import export_tensorrt
+    from ..runtimes import get_runtime
+
+    get_runtime("tensorrt", {"precision": args.precision}).check_compile()  # before any work
+    model, example = load_model_and_input(args)
+    out = Path(args.out)
+    report = export_tensorrt(model, example, out, precision=args.precision, workspace_mb=args.workspace_mb,
+                             atol=args.atol, rtol=args.rtol)
+    print(json.dumps({"out": str(out), "format": "tensorrt", "precision": args.precision,
+                      "parity": report.to_json()}, indent=2))
+    if not report.passed:
+        print(f"slimdeploy: error: {report.summary()}; {out} was not written", file=sys.stderr)
+        return EXIT_PARITY_FAILED
+    return 0

@@ -204,8 +204,12 @@ class LatencyModel:
                 return cls.from_json(json.load(f))
         except FileNotFoundError:
             raise SlimdeployError(f"latency model not found: {path} (write one with `slimdeploy profile`)") from None
-        except json.JSONDecodeError as exc:
-            raise SlimdeployError(f"{path} is not valid JSON: {exc}") from None
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise SlimdeployError(f"{path} is not a latency model written by `slimdeploy profile` "
+                                  f"({type(exc).__name__}: {exc})") from None
+        except (KeyError, TypeError, ValueError) as exc:
+            raise SlimdeployError(f"{path} is not a latency model written by `slimdeploy profile` "
+                                  f"(missing or bad field: {exc})") from None
 
 
 def _pooled_nodes(sample: Sample) -> dict[str, dict[str, Any]]:

@@ -38,7 +38,7 @@ class SearchLog:
             return None
         try:
             data = json.loads(self.path.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise SlimdeployError(f"cannot read the search checkpoint {self.path}: {exc}; delete it to start "
                                   f"afresh") from None
         if data.get("format") != LOG_FORMAT:

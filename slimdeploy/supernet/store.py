@@ -107,7 +107,7 @@ def read_manifest(directory: str | os.PathLike) -> dict:
     except FileNotFoundError:
         raise SlimdeployError(f"{directory} holds no finished supernet (no {MANIFEST}); train one with "
                               f"`slimdeploy supernet train`, or finish it with --resume") from None
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise SlimdeployError(f"cannot read {path}: {exc}") from None
     if manifest.get("format") != SUPERNET_FORMAT:
         raise SlimdeployError(f"{path} is not a slimdeploy supernet (format {manifest.get('format')!r})")
