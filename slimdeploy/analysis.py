@@ -79,12 +79,14 @@ def build_graph(module: nn.Module, inputs: tuple) -> tp.DependencyGraph:
         adapters.clear_caches(module)  # the traced forward filled them with tensors deepcopy refuses
 
 
-def iter_groups(graph: tp.DependencyGraph, prefix: str, ignored: Sequence[nn.Module]) -> Iterator[GraphGroup]:
+def iter_groups(graph: tp.DependencyGraph, prefix: str, ignored: Sequence[nn.Module],
+                fixed: list[str] | None = None) -> Iterator[GraphGroup]:
     """Yield the prunable groups of a graph, lazily, so each is computed after earlier pruning.
 
     Skipped: groups that change the traced module's input or output, that touch an ignored layer
-    or a side of a layer an adapter structure prunes, or of width 1. A group is named after its
-    earliest layer (in module order) whose output it prunes.
+    or a side of a layer an adapter structure prunes, or of width 1; and groups through a side of a
+    layer that cannot lose channels on its own (their names are appended to `fixed`). A group is
+    named after its earliest layer (in module order) whose output it prunes.
     """
     ignored_ids = {id(m) for m in ignored}
     names = graph._module2name
@@ -103,16 +105,18 @@ def iter_groups(graph: tp.DependencyGraph, prefix: str, ignored: Sequence[nn.Mod
         width = len(group[0].idxs)
         if width < 2 or root not in names:
             continue
-        divisor = _group_divisor(graph, group, hints)
-        if divisor is None:  # a side of a layer that cannot lose channels on its own
-            continue
-        layers = {_join(prefix, names[t]) for t in targets if isinstance(t, nn.Module) and t in names}
-        layers |= {_join(prefix, param_names[t]) for t in targets if isinstance(t, nn.Parameter) and t in param_names}
         producers = [dep.target.module for dep, _ in group
                      if dep.target.module in order and graph.is_out_channel_pruning_fn(dep.handler)
                      and (isinstance(dep.target.module, ROOT_TYPES) or _output_layer(dep.target.module))]
         first = min(producers, key=order.__getitem__, default=root)
         name = _join(_join(prefix, names[first]), _output_layer(first) or "")
+        divisor = _group_divisor(graph, group, hints)
+        if divisor is None:  # a side of a layer that cannot lose channels on its own
+            if fixed is not None:
+                fixed.append(name)
+            continue
+        layers = {_join(prefix, names[t]) for t in targets if isinstance(t, nn.Module) and t in names}
+        layers |= {_join(prefix, param_names[t]) for t in targets if isinstance(t, nn.Parameter) and t in param_names}
         info = ChannelGroup(name, width, divisor, tuple(sorted(layers)))
         yield GraphGroup(info, group, root, group[0].dep.handler)
 
@@ -240,8 +244,8 @@ def _analyse_scope(scope: Scope, ignored: list[nn.Module], scopes: list[Scope], 
             scope.groups, broken = _trial(scope, ignored)
         if broken:
             notes.append(f"{scope.path or 'model'}: {len(broken)} group(s) left at full width because pruning them "
-                         f"breaks the model: " + "; ".join(f"{name} ({why})" for name, why in broken[:4])
-                         + (" ..." if len(broken) > 4 else ""))
+                         f"breaks the model or cannot be done: "
+                         + "; ".join(f"{name} ({why})" for name, why in broken[:4]) + (" ..." if len(broken) > 4 else ""))
         if scope.groups:
             scopes.append(scope)
         parents = [(name, m) for name, m in scope.module.named_modules()
@@ -264,23 +268,21 @@ MAX_TRIALS = 40  # pruned copies tried to single out the groups that break a sco
 
 
 def _trial(scope: Scope, ignored: list[nn.Module]) -> tuple[list[ChannelGroup], list[tuple[str, str]]]:
-    """The scope's groups that survive pruning, and (name, reason) of those that break it.
+    """The scope's groups that survive pruning, and (name, reason) of those left out: the ones that
+    break it and the ones through a layer side that cannot lose channels alone.
 
-    A copy is pruned to about half in every group and must still run with the same output
-    shapes. When it does not, the breaking groups are singled out by bisection (each half of
+    A copy is pruned to about half in every group (every other channel, so index mappings that
+    are wrong for high or low positions show) and must still run with the same output shapes. When it does not, the breaking groups are singled out by bisection (each half of
     the suspects pruned on a fresh copy) and left out; the rest must then pass together.
     Raises when the analysis itself fails or no subset passes.
     """
     with torch.no_grad():
         reference = _output_shapes(scope.module(*scope.inputs))
-    graph = build_graph(scope.module, scope.inputs)
-    groups = [item.info for item in iter_groups(graph, scope.path, ignored)]
-    del graph
-    if not groups:
-        return [], []
-    error = _prune_half(scope, ignored, reference, {g.name for g in groups})
+    fixed: list[str] = []
+    groups, error = _prune_half(scope, ignored, reference, None, fixed)
+    fixed_note = [(name, "feeds a grouped convolution side with one channel per group") for name in fixed]
     if error is None:
-        return groups, []
+        return groups, fixed_note
     budget = [MAX_TRIALS]
     broken: list[tuple[str, str]] = []
 
@@ -292,40 +294,48 @@ def _trial(scope: Scope, ignored: list[nn.Module]) -> tuple[list[ChannelGroup], 
             if budget[0] <= 0:
                 raise error
             budget[0] -= 1
-            fail = _prune_half(scope, ignored, reference, set(half))
+            fail = _prune_half(scope, ignored, reference, set(half))[1]
             if fail is not None:
                 single_out(half, fail)
 
     single_out([g.name for g in groups], error)
     bad = {name for name, _ in broken}
     kept = [g for g in groups if g.name not in bad]
-    if kept and _prune_half(scope, ignored, reference, {g.name for g in kept}) is not None:
+    if kept and _prune_half(scope, ignored, reference, {g.name for g in kept})[1] is not None:
         raise error
-    return kept, broken
+    return kept, broken + fixed_note
 
 
-def _prune_half(scope: Scope, ignored: list[nn.Module], reference: list, names: set) -> Exception | None:
-    """Prune a copy of the scope to about half in the groups `names`; the error that breaks it, or None.
+def _prune_half(scope: Scope, ignored: list[nn.Module], reference: list, names: set | None,
+                fixed: list[str] | None = None) -> tuple[list[ChannelGroup], Exception | None]:
+    """Prune a copy of the scope to about half in the groups `names` (None: all of them).
 
-    Groups are looked up lazily, after the earlier ones were pruned, as `prune` does; groups that
-    only appear after pruning (not in `names`) are left alone.
+    Returns the scope's groups (listed before any pruning) and the error that breaks the pruned
+    copy, or None. While pruning, groups are looked up lazily, after the earlier ones were pruned,
+    as `prune` does; groups that only appear after pruning are left alone.
     """
     trial = copy.deepcopy(scope.module)
     twin = dict(zip(scope.module.modules(), trial.modules()))
     graph = build_graph(trial, scope.inputs)
-    for item in iter_groups(graph, scope.path, [twin[m] for m in ignored if m in twin]):
+    twins_ignored = [twin[m] for m in ignored if m in twin]
+    groups = [item.info for item in iter_groups(graph, scope.path, twins_ignored, fixed)]
+    names = {g.name for g in groups} if names is None else names
+    for item in iter_groups(graph, scope.path, twins_ignored):
         g = item.info
         if g.name not in names:
             continue
         keep = max(g.divisor, (g.width // 2) // g.divisor * g.divisor)
         block = g.width // g.divisor
-        drop_per_block = block - keep // g.divisor
+        drop = block - keep // g.divisor
+        spread = [(i * block) // drop for i in range(drop)]  # low and high positions: a wrong mapping shows
         try:
-            prune_group(graph, item, [b * block + p for b in range(g.divisor) for p in range(drop_per_block)])
+            prune_group(graph, item, [b * block + p for b in range(g.divisor) for p in spread])
         except (LimitExceeded, MemoryError):
             raise
         except Exception as exc:  # a group torch-pruning cannot prune breaks like one that breaks the forward
-            return exc
+            return groups, exc
+    if not groups:
+        return groups, None
     adapters.after_prune(trial)
     try:
         with torch.no_grad(), evaluating(trial):
@@ -333,10 +343,10 @@ def _prune_half(scope: Scope, ignored: list[nn.Module], reference: list, names: 
     except (LimitExceeded, MemoryError):
         raise
     except Exception as exc:
-        return exc
+        return groups, exc
     if shapes != reference:
-        return RuntimeError(f"pruned copy changed the output shapes {reference} -> {shapes}")
-    return None
+        return groups, RuntimeError(f"pruned copy changed the output shapes {reference} -> {shapes}")
+    return groups, None
 
 
 def _one_line(exc: BaseException) -> str:

@@ -61,16 +61,25 @@ def count_macs_params(model: nn.Module, example_input: torch.Tensor) -> tuple[in
 def prunable_share(model: nn.Module, example_input: torch.Tensor, analysis: Analysis,
                    ignored: Sequence[str] = ()) -> dict:
     """The share of params and MACs the offered widths can remove: every group cut to its smallest
-    width (one block of its divisor) and counted. Groups left at full width by a fallback or an
-    adapter make this small; a plain ResNet reaches well over 90 %."""
+    width (one block of its divisor; where a model cannot run that narrow, one step of 8) and
+    counted. Groups left at full width by a fallback or an adapter make this small; a plain ResNet
+    reaches well over 90 %. `smallest` says which of the two cuts was counted."""
     macs, params = count_macs_params(model, example_input)
     if not len(analysis.space):
-        return {"params": 0.0, "macs": 0.0, "smallest_params": params, "smallest_macs": macs}
-    smallest = Widths(analysis.space.fingerprint, {g.name: g.divisor for g in analysis.space})
-    cut = prune(model, smallest, example_input, importance=FirstChannels(), ignored=ignored, analysis=analysis)
-    cut_macs, cut_params = count_macs_params(cut, example_input)
-    return {"params": 1 - cut_params / params, "macs": 1 - cut_macs / macs if macs else 0.0,
-            "smallest_params": cut_params, "smallest_macs": cut_macs}
+        return {"params": 0.0, "macs": 0.0, "smallest_params": params, "smallest_macs": macs, "smallest": None}
+    error = None
+    for label, width in (("divisor", lambda g: g.divisor), ("step of 8", lambda g: g.unit(8))):
+        smallest = Widths(analysis.space.fingerprint, {g.name: width(g) for g in analysis.space})
+        try:
+            cut = prune(model, smallest, example_input, importance=FirstChannels(), ignored=ignored,
+                        analysis=analysis)
+            cut_macs, cut_params = count_macs_params(cut, example_input)
+        except Exception as exc:  # some models cannot run with single-channel groups (skresnet's attention)
+            error = exc
+            continue
+        return {"params": 1 - cut_params / params, "macs": 1 - cut_macs / macs if macs else 0.0,
+                "smallest_params": cut_params, "smallest_macs": cut_macs, "smallest": label}
+    raise error
 
 
 def inspect(model: nn.Module, example_input: torch.Tensor, ignored: Sequence[str] = (),

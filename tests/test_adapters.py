@@ -131,6 +131,8 @@ def test_fastvit_offers_its_mlp_widths_past_the_grouped_downsampling():
     # every block's MLP; the stage widths stay: each feeds a grouped conv with one input channel per group
     assert {f"stages.{s}.blocks.{b}.mlp.fc1" for s, n in enumerate((2, 2, 4, 2)) for b in range(n)} <= names
     assert not any("large_conv" in layer for g in analysis.space for layer in g.layers)
+    assert "stages.1.downsample.proj.0.large_conv.conv (feeds a grouped convolution side with one channel" \
+        in analysis.notes[0]
     pruned = prune(model, analysis.space.random(7), x, analysis=analysis)
     assert n_params(pruned) < 0.85 * n_params(model)  # issue 13: 0.6 % before
     with torch.no_grad():
@@ -151,6 +153,22 @@ def test_timm_vit_attention_is_one_layer_so_the_stream_width_is_offered_within_t
     assert (attention.qkv.out_features, attention.num_heads) == (3 * 192, 3)  # heads and inner width stay
     with torch.no_grad():
         assert pruned(x).shape == (1, 1000)
+
+
+def test_efficient_channel_attention_passes_its_channels_through():
+    from timm.layers import EcaModule
+
+    torch.manual_seed(0)
+    model = set_eval(nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), EcaModule(32),
+                                   nn.Conv2d(32, 16, 3, padding=1), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                                   nn.Linear(16, 10)))
+    x = torch.randn(1, 3, 16, 16)
+    analysis = analyse(model, x)
+    assert {g.name: g.width for g in analysis.space} == {"0": 32, "4": 16} and not analysis.notes
+    pruned = prune(model, analysis.space.random(3), x, analysis=analysis)
+    assert pruned[4].in_channels == pruned[0].out_channels < 32  # the gate's conv runs across any channel count
+    with torch.no_grad():
+        assert pruned(x).shape == (1, 10)
 
 
 class _CachedBias(nn.Module):

@@ -40,6 +40,7 @@ def test_prunable_share_is_what_the_smallest_widths_remove():
     full_macs = 9 * 3 * 32 * 64 + 9 * 32 * 64 * 64 + 64 * 10
     cut_macs = 9 * 3 * 1 * 64 + 9 * 1 * 64 * 64 + 64 * 10
     share = report["prunable"]
+    assert share["smallest"] == "divisor"
     assert (report["params"], share["smallest_params"]) == (full_params, cut_params)
     assert (report["macs"], share["smallest_macs"]) == (full_macs, cut_macs)
     assert share["params"] == pytest.approx(1 - cut_params / full_params)
