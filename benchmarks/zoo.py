@@ -1,24 +1,27 @@
-"""Every torchvision classifier under 100M parameters through slimdeploy, one child process each.
+"""The model zoo through slimdeploy, one child process per model: every torchvision classifier under
+100M parameters, timm models across families, torchvision segmentation, detection and video models.
 
-    python benchmarks/zoo.py                        # the whole zoo; rewrites the `zoo` section of RESULTS.md
-    python benchmarks/zoo.py --models resnet18,vit_b_16 --write
-    python benchmarks/zoo.py --from-json runs.json  # re-render RESULTS.md from a saved run
+    python benchmarks/zoo.py                                  # everything; rewrites the `zoo` section of RESULTS.md
+    python benchmarks/zoo.py --models timm:resnest14d,torchvision:swin_t --write
+    python benchmarks/zoo.py --sections timm,detection        # some sections only (prints, no write)
+    python benchmarks/zoo.py --from-json runs.json            # re-render RESULTS.md from a saved run
 
-Per model: analyse → prune to uniform 0.5 → export ONNX + parity → prune to random:0 → export +
-parity, and a save/load round trip of the 0.5 model. A model passes when both prunes give exactly
-the requested widths (the pruned model is analysed again and its groups must have the requested
-widths), the parameter count drops, the forward still runs with the same output shape, both ONNX
-files pass `verify_onnx`, and the reloaded 0.5 model gives bit-identical outputs.
+Per model: build (random weights) → forward → analyse → prunable share (every group at its smallest
+width) → prune to uniform 0.5 → export ONNX + parity → prune to random:0 → export + parity, and a
+save/load round trip of the 0.5 model. A model passes when both prunes give exactly the requested
+widths (the layer each group is named after outputs the requested width), the parameter count drops, the outputs keep their shapes, both ONNX files pass `verify_onnx` (default
+criterion) and the reloaded 0.5 model gives bit-identical outputs. Detection models are checked on
+what slimdeploy exports of them: the graph up to the heads (see slimdeploy.adapters.detection).
 
-Each model runs in its own child (`--one NAME`) with an address-space cap (RLIMIT_AS, default
-14 GB) and a wall-clock limit (default 15 min), so an analysis that explodes kills only its child;
+Each model runs in its own child (`--one SPEC`) with an address-space cap (RLIMIT_AS, default
+14 GB) and a wall-clock limit (default 10 min), so an analysis that explodes kills only its child;
 a killed child is a failure row. Children write their progress to a JSON file after every stage,
-so a killed child still says where it was. Models run from the smallest input each allows.
+so a killed child still says where it was. Image models run from 64 px where they allow it (the
+child falls back to the model's default size when the forward fails at 64 px).
 """
 from __future__ import annotations
 
 import argparse
-import concurrent.futures
 import json
 import os
 import re
@@ -35,19 +38,81 @@ HERE = Path(__file__).resolve().parent
 MAX_PARAMS = 100_000_000
 SECTION = "zoo"
 
-# Smallest input each family allows (square side). CNNs end in adaptive pooling, so 64 px is
-# enough; ViT's image_size is fixed at 224 (position embeddings), Swin's and MaxViT's window
-# partitioning needs 224 (MaxViT's block/grid attention requires sides divisible by 7·2^5);
-# inception_v3 needs at least 75 px (96 keeps its 3x3 stride-2 reductions positive).
-SIZE_DEFAULT = 64
+# timm models by family: small members, random weights.
+TIMM = {
+    "ResNet variants": ["resnet26d", "resnet50d", "seresnext26d_32x4d", "skresnet18", "ecaresnet26t",
+                        "res2net50_26w_4s", "res2next50", "resnest14d", "resnest26d"],
+    "EfficientNet / MobileNet / GhostNet / RexNet": [
+        "efficientnet_b0", "tf_efficientnet_lite0", "mobilenetv2_100", "mobilenetv3_large_100",
+        "mobilenetv4_conv_small", "ghostnet_100", "ghostnetv2_100", "rexnet_100", "mnasnet_100", "lcnet_050",
+        "fbnetc_100", "mixnet_s"],
+    "ConvNeXt": ["convnext_atto", "convnextv2_atto", "convnext_nano"],
+    "RegNet": ["regnetx_002", "regnety_002", "regnetz_b16"],
+    "DLA / HRNet / CSP": ["dla34", "dla46_c", "hrnet_w18_small", "cspresnet50", "cs3darknet_s", "darknet17"],
+    "ViT / DeiT": ["vit_tiny_patch16_224", "deit_tiny_patch16_224", "deit_small_distilled_patch16_224"],
+    "MobileViT / EfficientFormer / LeViT / FastViT": [
+        "mobilevit_xxs", "mobilevitv2_050", "efficientformer_l1", "efficientformerv2_s0", "levit_128s",
+        "fastvit_t8", "fastvit_sa12"],
+    "MetaFormers": ["poolformer_s12", "poolformerv2_s12", "convformer_s18", "caformer_s18"],
+    "Reparameterizable": ["repvgg_a0", "mobileone_s0", "repghostnet_050", "repvit_m1"],
+    "Other": ["densenet121", "inception_v3", "hgnetv2_b0", "edgenext_xx_small", "efficientvit_b0",
+              "tiny_vit_5m_224", "swin_tiny_patch4_window7_224", "maxvit_nano_rw_256"],
+}
+SEGMENTATION = ["fcn_resnet50", "deeplabv3_mobilenet_v3_large", "deeplabv3_resnet50", "lraspp_mobilenet_v3_large"]
+DETECTION = {"ssdlite320_mobilenet_v3_large": 320, "ssd300_vgg16": 300, "fasterrcnn_mobilenet_v3_large_320_fpn": 320,
+             "fasterrcnn_mobilenet_v3_large_fpn": 320, "retinanet_resnet50_fpn": 256, "fcos_resnet50_fpn": 256}
+VIDEO = {"r2plus1d_18": (1, 3, 8, 64, 64), "r3d_18": (1, 3, 8, 64, 64), "mc3_18": (1, 3, 8, 64, 64),
+         "s3d": (1, 3, 16, 224, 224)}
+SECTIONS = ("torchvision", "timm", "segmentation", "detection", "video")
+
+# Smallest input each torchvision classifier family allows (square side). CNNs end in adaptive
+# pooling, so 64 px is enough; ViT's image_size is fixed at 224, Swin's and MaxViT's window
+# partitioning needs 224; inception_v3 needs at least 75 px (96 keeps its reductions positive).
 SIZE_BY_PREFIX = {"vit_": 224, "swin_": 224, "maxvit_": 224, "inception_v3": 96}
 
 
-def input_size(name: str) -> int:
-    for prefix, size in SIZE_BY_PREFIX.items():
-        if name.startswith(prefix):
-            return size
-    return SIZE_DEFAULT
+def catalogue() -> list[dict]:
+    """Every model the full run covers: spec, section, family and input shape(s) to try in order."""
+    entries = []
+    for name, n_params in _torchvision_classifiers():
+        size = next((s for p, s in SIZE_BY_PREFIX.items() if name.startswith(p)), 64)
+        entries.append({"spec": f"torchvision:{name}", "section": "torchvision", "family": "classifier",
+                        "shapes": [[1, 3, size, size]], "skip": n_params >= MAX_PARAMS})
+    for family, names in TIMM.items():
+        for name in names:
+            entries.append({"spec": f"timm:{name}", "section": "timm", "family": family,
+                            "shapes": [[1, 3, 64, 64], None]})  # None: the model's default size
+    for name in SEGMENTATION:
+        entries.append({"spec": f"torchvision:{name}", "section": "segmentation", "family": "segmentation",
+                        "shapes": [[1, 3, 128, 128]]})
+    for name, size in DETECTION.items():
+        entries.append({"spec": f"torchvision:{name}", "section": "detection", "family": "detection",
+                        "shapes": [[1, 3, size, size]]})
+    for name, shape in VIDEO.items():
+        entries.append({"spec": f"torchvision:{name}", "section": "video", "family": "video",
+                        "shapes": [list(shape)]})
+    return entries
+
+
+def _torchvision_classifiers() -> list[tuple[str, int]]:
+    """(name, parameter count) of every torchvision classifier, counted on the meta device."""
+    import warnings
+
+    import torch
+    import torchvision
+
+    out = []
+    for name in sorted(torchvision.models.list_models(module=torchvision.models)):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                with torch.device("meta"):
+                    m = torchvision.models.get_model(name, weights=None)
+            except Exception:
+                m = torchvision.models.get_model(name, weights=None)
+        out.append((name, sum(p.numel() for p in m.parameters())))
+        del m
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -62,12 +127,12 @@ def _reason(exc: BaseException) -> str:
 
 
 class _Child:
-    def __init__(self, name: str, size: int, result_path: Path, workdir: Path):
+    def __init__(self, entry: dict, result_path: Path, workdir: Path):
         self.path = result_path
         self.workdir = workdir
         self.started = time.monotonic()
-        self.r: dict = {"model": name, "input": [1, 3, size, size], "stage": "start", "done": False,
-                        "failures": [], "times": {}, "notes": []}
+        self.r: dict = {"model": entry["spec"], "section": entry["section"], "family": entry["family"],
+                        "input": None, "stage": "start", "done": False, "failures": [], "times": {}, "notes": []}
 
     def flush(self) -> None:
         self.r["elapsed_s"] = round(time.monotonic() - self.started, 1)
@@ -97,82 +162,125 @@ def _n_params(model) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def _out_width(module) -> int | None:
-    return getattr(module, "out_channels", getattr(module, "out_features", None))
+def _off_widths(pruned, widths) -> list[str]:
+    """Groups whose first layer (the one the group is named after) does not output the requested width."""
+    from slimdeploy.adapters import rule_of
+
+    wrong = []
+    for name, want in widths.widths.items():
+        layer = pruned.get_submodule(name)
+        rule = rule_of(layer)
+        have = rule.get_out_channels(layer) if rule else getattr(layer, "out_channels",
+                                                                 getattr(layer, "out_features", None))
+        if have != want:
+            wrong.append(f"{name}: {have} (wanted {want})")
+    return wrong
 
 
-def run_one(name: str, size: int, result_path: Path) -> int:
+def _first_working_input(model, entry: dict, spec: str):
+    """The first of the entry's shapes the model runs on (None: the model's default) and its outputs."""
+    import torch
+
+    from slimdeploy import zoo
+
+    error = None
+    for shape in entry["shapes"]:
+        shape = shape or list(zoo.default_input_shape(spec))
+        x = torch.randn(*shape)
+        try:
+            with torch.no_grad():
+                model(x)
+            return x
+        except Exception as exc:  # try the next size; report the last failure
+            error = exc
+    raise error
+
+
+def _view_shapes(model, x) -> list:
+    """Output shapes of what slimdeploy exports of the model (detection: the trunk)."""
+    import torch
+
+    from slimdeploy.adapters import export_view
+    from slimdeploy.outputs import named_tensors
+
+    with torch.no_grad():
+        return [(n, tuple(t.shape)) for n, t in named_tensors(export_view(model)[0](x))]
+
+
+def _view_outputs(model, x) -> list:
+    import torch
+
+    from slimdeploy.adapters import export_view
+    from slimdeploy.outputs import tensors
+
+    with torch.no_grad():
+        return tensors(export_view(model)[0](x))
+
+
+def run_one(entry: dict, result_path: Path) -> int:
     import torch
 
     from slimdeploy.analysis import analyse
     from slimdeploy.checkpoint import load, save
     from slimdeploy.export import export_onnx, verify_onnx
-    from slimdeploy.inspection import count_macs_params
+    from slimdeploy.inspection import count_macs_params, prunable_share
+    from slimdeploy.modes import set_eval
     from slimdeploy.prune import prune
     from slimdeploy.space import resolve_widths
     from slimdeploy.zoo import build
 
     torch.manual_seed(0)
-    workdir = Path(tempfile.mkdtemp(prefix=f"zoo-{name}-"))
-    c = _Child(name, size, result_path, workdir)
+    spec = entry["spec"]
+    workdir = Path(tempfile.mkdtemp(prefix="zoo-"))
+    c = _Child(entry, result_path, workdir)
     r = c.r
-    x = torch.randn(1, 3, size, size)
 
-    model = c.stage("build", lambda: build(f"torchvision:{name}").eval())
+    model = c.stage("build", lambda: set_eval(build(spec)))
     if model is None:
         return _finish(c)
     r["params"] = _n_params(model)
-    with torch.no_grad():
-        reference = c.stage("forward", lambda: model(x))
-    if reference is None:
+    x = c.stage("forward", _first_working_input, model, entry, spec)
+    if x is None:
         return _finish(c)
-    r["macs"] = c.stage("macs", lambda: count_macs_params(model, x)[0])
+    r["input"] = list(x.shape)
+    reference = c.stage("outputs", _view_shapes, model, x)
+    r["macs"] = (c.stage("macs", count_macs_params, model, x) or [None])[0]
 
     a = c.stage("analyse", analyse, model, x)
     if a is None:
         return _finish(c)
     r["groups"] = len(a.space)
     r["scopes"] = len(a.scopes)
-    r["scope_paths"] = [s.path or "<model>" for s in a.scopes]
+    r["structures"] = len(a.structures)
     r["notes"] = list(a.notes)
     if not len(a.space):
         c.fail("analyse", "no prunable channel groups found")
         return _finish(c)
+    share = c.stage("prunable share", prunable_share, model, x, a)
+    if share is not None:
+        r["prunable"] = {"params": share["params"], "macs": share["macs"]}
 
-    pruned_half = None
-    for label, spec in (("0.5", 0.5), ("random", "random:0")):
-        widths = c.stage(f"widths {label}", resolve_widths, a.space, spec)
+    half_out = pruned_half = None
+    for label, spec_w in (("0.5", 0.5), ("random", "random:0")):
+        widths = c.stage(f"widths {label}", resolve_widths, a.space, spec_w)
         if widths is None:
             continue
         pruned = c.stage(f"prune {label}", prune, model, widths, x, analysis=a)
         if pruned is None:
             continue
-        pruned.eval()
+        set_eval(pruned)
         out = {"params": _n_params(pruned),
                "reduced_groups": sum(w < a.space.group(g).width for g, w in widths.widths.items())}
         r[label] = out
         if out["params"] >= r["params"]:
             c.fail(f"prune {label}", f"parameters did not drop ({r['params']} -> {out['params']})")
+        shapes = c.stage(f"forward {label}", _view_shapes, pruned, x)
+        if shapes is not None and reference is not None and shapes != reference:
+            c.fail(f"forward {label}", f"output shapes changed {reference[:2]} -> {shapes[:2]}")
+        out["macs"] = (c.stage(f"macs {label}", count_macs_params, pruned, x) or [None])[0]
 
-        with torch.no_grad():
-            y = c.stage(f"forward {label}", lambda: pruned(x))
-        if y is not None and tuple(y.shape) != tuple(reference.shape):
-            c.fail(f"forward {label}", f"output shape changed {tuple(reference.shape)} -> {tuple(y.shape)}")
-        out["macs"] = c.stage(f"macs {label}", lambda: count_macs_params(pruned, x)[0])
-
-        again = c.stage(f"re-analyse {label}", analyse, pruned, x)
-        if again is not None:
-            got = {g.name: g.width for g in again.space.groups}
-            wrong = []
-            for g, want in widths.widths.items():
-                have = got.get(g)
-                if have is None:  # a group pruned below 2 channels is no longer a group: look at the layer
-                    try:
-                        have = _out_width(pruned.get_submodule(g))
-                    except AttributeError:
-                        have = None
-                if have != want:
-                    wrong.append(f"{g}: {have} (wanted {want})")
+        wrong = c.stage(f"widths {label}", _off_widths, pruned, widths)
+        if wrong is not None:
             out["wrong_widths"] = len(wrong)
             if wrong:
                 c.fail(f"widths {label}", f"{len(wrong)} of {len(widths.widths)} groups off the request, "
@@ -182,29 +290,29 @@ def run_one(name: str, size: int, result_path: Path) -> int:
         if c.stage(f"export {label}", export_onnx, pruned, x, onnx_path) is not None:
             report = c.stage(f"parity {label}", verify_onnx, pruned, onnx_path, x)
             if report is not None:
-                out["parity"] = report.to_json()
+                out["parity"] = {k: v for k, v in report.to_json().items() if k != "outputs"}
+                out["parity"]["n_outputs"] = len(report.outputs)
                 if not report.passed:
                     c.fail(f"parity {label}", report.summary())
             onnx_path.unlink(missing_ok=True)
         if label == "0.5":
             pruned_half = pruned
-            with torch.no_grad():
-                half_out = pruned(x) if y is not None else None
+            half_out = c.stage("outputs 0.5", _view_outputs, pruned, x)
         else:
             del pruned
 
-    if pruned_half is not None:
+    if pruned_half is not None and half_out is not None:
         directory = workdir / "ckpt"
         if c.stage("save", save, pruned_half, directory) is not None:
             loaded = c.stage("load", load, directory)
-            if loaded is not None and half_out is not None:
-                with torch.no_grad():
-                    again_out = c.stage("forward loaded", lambda: loaded(x))
+            if loaded is not None:
+                again_out = c.stage("forward loaded", _view_outputs, loaded, x)
                 if again_out is not None:
-                    diff = (again_out - half_out).abs().max().item() if again_out.shape == half_out.shape else None
-                    r["roundtrip_max_abs_diff"] = diff
-                    if diff is None or not torch.equal(again_out, half_out):
-                        c.fail("load", f"reloaded 0.5 model differs (max abs diff {diff})")
+                    same = len(again_out) == len(half_out) and all(
+                        a.shape == b.shape and torch.equal(a, b) for a, b in zip(again_out, half_out))
+                    r["roundtrip_equal"] = same
+                    if not same:
+                        c.fail("load", "reloaded 0.5 model gives different outputs")
     return _finish(c)
 
 
@@ -219,33 +327,8 @@ def _finish(c: _Child) -> int:
 
 
 # ---------------------------------------------------------------------------------------------
-# The parent: pick the models, run each child under a memory cap and a timeout, collect rows.
+# The parent: run each child under a memory cap and a timeout, collect rows.
 # ---------------------------------------------------------------------------------------------
-
-def zoo_models() -> list[tuple[str, int]]:
-    """(name, parameter count) of every torchvision classifier under MAX_PARAMS, by name.
-
-    Counted on the meta device (no memory, no init cost); a model that cannot build there is
-    built for real, with weights=None.
-    """
-    import warnings
-
-    import torch
-    import torchvision
-
-    out = []
-    for name in sorted(torchvision.models.list_models(module=torchvision.models)):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            try:
-                with torch.device("meta"):
-                    m = torchvision.models.get_model(name, weights=None)
-            except Exception:
-                m = torchvision.models.get_model(name, weights=None)
-        out.append((name, sum(p.numel() for p in m.parameters())))
-        del m
-    return out
-
 
 def _limit_memory(gb: float):
     def apply():
@@ -254,16 +337,18 @@ def _limit_memory(gb: float):
     return apply
 
 
-def run_child(name: str, logdir: Path, memory_gb: float, timeout_s: float) -> dict:
-    size = input_size(name)
-    result = logdir / f"{name}.json"
-    log = logdir / f"{name}.log"
+def _file_name(spec: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", spec)
+
+
+def run_child(entry: dict, logdir: Path, memory_gb: float, timeout_s: float) -> dict:
+    result = logdir / f"{_file_name(entry['spec'])}.json"
+    log = logdir / f"{_file_name(entry['spec'])}.log"
     result.unlink(missing_ok=True)
     t0 = time.monotonic()
     with open(log, "w") as log_file:
         proc = subprocess.Popen(
-            [sys.executable, str(Path(__file__).resolve()), "--one", name, "--size", str(size),
-             "--result", str(result)],
+            [sys.executable, str(Path(__file__).resolve()), "--one", json.dumps(entry), "--result", str(result)],
             stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             preexec_fn=_limit_memory(memory_gb), start_new_session=True)
         killed = None
@@ -277,8 +362,8 @@ def run_child(name: str, logdir: Path, memory_gb: float, timeout_s: float) -> di
     try:
         r = json.loads(result.read_text())
     except (OSError, json.JSONDecodeError):
-        r = {"model": name, "input": [1, 3, size, size], "stage": "start", "done": False,
-             "failures": [], "times": {}, "notes": []}
+        r = {"model": entry["spec"], "section": entry["section"], "family": entry["family"], "input": None,
+             "stage": "start", "done": False, "failures": [], "times": {}, "notes": []}
     r["wall_s"] = round(wall, 1)
     r["log"] = str(log)
     if not r.get("done"):
@@ -309,209 +394,186 @@ def passed(r: dict) -> bool:
 # Markdown
 # ---------------------------------------------------------------------------------------------
 
-# Failure classes: (key, stage regex, reason regex, explanation). The first match wins.
-FAILURE_CLASSES = [
-    ("timeout", r".*", r"timed out after",
-     "The child ran past the wall-clock limit and was killed; the stage column says where it was."),
-    ("memory", r".*", r"MemoryError|OOM|signal SIGKILL|needed more than .* GB",
-     "The child ran out of its address-space cap (or was killed by the kernel); the stage column "
-     "says where."),
-    ("parity", r"^parity", r".*",
-     "The ONNX file runs but ONNX Runtime's outputs differ from PyTorch's beyond atol=1e-4 + rtol=1e-3·|torch|."),
-    ("export", r"^export", r".*",
-     "Neither the TorchScript nor the dynamo ONNX exporter could export the pruned model."),
-    ("widths", r"^widths", r".*",
-     "The pruned model's groups do not have the requested widths: torch-pruning removed a different "
-     "number of channels than asked for in some coupled layer."),
-    ("roundtrip", r"^(save|load|forward loaded)", r".*",
-     "The 0.5 model could not be saved, rebuilt from its recipe, or gave different outputs after loading."),
-    ("prune", r"^(prune|forward [0-9r])", r".*",
-     "Pruning to the requested widths raised, or left a model whose forward breaks or keeps its size."),
-    ("analyse", r"^analyse", r".*",
-     "slimdeploy found no prunable channel group, or the analysis itself raised."),
-]
-
-# Why a model family needed the fallback (first-note text → explanation). Matched on model name.
-FALLBACK_WHY = [
-    (r"^shufflenet", "ShuffleNetV2's channel shuffle (view → transpose → view across the two branches) "
-                     "makes torch-pruning's index mapping divide by zero (ZeroDivisionError), so the "
-                     "model is analysed per stage/branch: only widths inside each branch are offered, "
-                     "the shuffled stage outputs keep their width."),
-    (r"^swin", "Swin's shifted-window attention reshapes channels together with window positions; "
-               "torch-pruning's whole-model analysis of it fails or explodes, so it is analysed "
-               "block by block and only the MLP hidden widths (and what is local to a block) are offered."),
-    (r"^maxvit", "MaxViT's block/grid partitions reshape channels with spatial positions; plain "
-                 "torch-pruning's dependency analysis of the whole model grew past 24 GB on this "
-                 "machine, so slimdeploy bounds it and analyses the parts separately."),
-]
-
-
-def _classify(failure: dict) -> str:
-    for key, stage_re, reason_re, _ in FAILURE_CLASSES:
-        if re.search(stage_re, failure["stage"]) and re.search(reason_re, failure["reason"]):
-            return key
-    return "other"
-
-
 def _fmt_params(n) -> str:
-    if n is None:
-        return "–"
-    return f"{n / 1e6:.2f}M"
+    return "–" if n is None else f"{n / 1e6:.2f}M"
+
+
+def _fmt_share(r: dict, key: str) -> str:
+    value = (r.get("prunable") or {}).get(key)
+    return "–" if value is None else f"{value:.1%}"
+
+
+def _fmt_removed(r: dict, label: str) -> str:
+    params = (r.get(label) or {}).get("params")
+    return "–" if params is None or not r.get("params") else f"{1 - params / r['params']:.0%}"
 
 
 def _fmt_err(r: dict) -> str:
-    errs = [r.get(label, {}).get("parity", {}).get("max_abs_error") for label in ("0.5", "random")]
-    errs = [e for e in errs if e is not None]
-    if not errs:
-        return "–"
-    vals = [float(e) if not isinstance(e, str) else float(e) for e in errs]
-    return f"{max(vals):.1e}"
+    errs = [(r.get(label) or {}).get("parity", {}).get("max_abs_error") for label in ("0.5", "random")]
+    errs = [float(e) for e in errs if e is not None]
+    return f"{max(errs):.1e}" if errs else "–"
+
+
+def _fmt_input(shape) -> str:
+    return "–" if not shape else "×".join(str(d) for d in shape[1:])
 
 
 def _md_escape(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
+def _result(r: dict) -> str:
+    if passed(r):
+        return "pass"
+    f = r["failures"][0]
+    more = f" (+{len(r['failures']) - 1} more)" if len(r["failures"]) > 1 else ""
+    return f"**fail** at {f['stage']}: {_md_escape(f['reason'][:180])}{more}"
+
+
+TABLE_HEAD = [
+    "| model | family | input | params | groups | scopes | prunable params | prunable MACs | removed @0.5 "
+    "| removed @random | err | time | result |",
+    "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+]
+SECTION_TITLES = {"torchvision": "torchvision classifiers (every one under 100M parameters)",
+                  "timm": "timm models across families", "segmentation": "torchvision segmentation",
+                  "detection": "torchvision detection", "video": "torchvision video"}
+
+
 def render(rows: list[dict], total_s: float, meta: dict) -> str:
-    rows = sorted(rows, key=lambda r: r["model"])
     n_pass = sum(passed(r) for r in rows)
     lines = [
-        f"**{n_pass} of {len(rows)} models pass** (every torchvision classifier under "
-        f"{MAX_PARAMS // 1_000_000}M parameters, random init; total run time {total_s / 60:.1f} min, "
-        f"one child process per model, memory cap {meta.get('memory_gb', '?'):g} GB, timeout "
-        f"{meta.get('timeout_s', 0) / 60:g} min).",
+        f"**{n_pass} of {len(rows)} models pass** (random init; total run time {total_s / 60:.1f} min, one "
+        f"child process per model, memory cap {meta.get('memory_gb', '?'):g} GB, timeout "
+        f"{meta.get('timeout_s', 0) / 60:g} min). Per section: "
+        + ", ".join(f"{s} {sum(passed(r) for r in rows if r.get('section') == s)}/"
+                    f"{sum(r.get('section') == s for r in rows)}" for s in SECTIONS
+                    if any(r.get("section") == s for r in rows)) + ".",
         "",
-        "A model passes when pruning to uniform 0.5 and to `random:0` both give exactly the requested "
-        "width in every group (checked by analysing the pruned model again), the parameter count drops, "
-        "the forward keeps its output shape, both ONNX exports pass the parity gate (`verify_onnx`: "
-        "atol 1e-4 + rtol 1e-3, top-1 agreement 100 %, 2 photos + 2 random inputs), and the 0.5 model "
-        "saved and loaded back gives bit-identical outputs. *Scopes* is the number of parts analysed "
-        "separately (1 = the whole model at once); *err* is the larger max abs parity error of the two "
-        "exports; *time* is the child's wall time.",
-        "",
-        "| model | input | params | groups | scopes | params @0.5 | params @random | err | time | result |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
+        "A model passes when pruning to uniform 0.5 and to `random:0` both give exactly the requested width in "
+        "every group (the layer a group is named after outputs that width), the parameter count drops, the outputs keep "
+        "their shapes, both ONNX exports pass the parity gate (`verify_onnx` default: every element within "
+        "atol 1e-4 + rtol 1e-3·|torch| or within 1e-4 of the output's range, top-1 agreement 100 %; 2 photos + 2 "
+        "random inputs for images, 4 random inputs otherwise), and the 0.5 model saved and loaded back gives "
+        "bit-identical outputs. *Prunable params/MACs*: the share that pruning every offered group to its "
+        "smallest width removes (what `inspect` reports; low means most of the model stays fixed). *Removed* "
+        "is the share of parameters the 0.5 and random:0 prunes removed. *Scopes* is the number of parts "
+        "analysed separately (1 = the whole model at once; * = a note, see below). *err* is the larger max abs "
+        "parity error of the two exports. Detection rows check the exported trunk (the graph stops before box "
+        "decoding and NMS, see `slimdeploy/adapters/detection.py`).",
     ]
-    for r in rows:
-        size = r.get("input", [0, 0, 0, 0])[-1]
-        if passed(r):
-            result = "pass"
-        else:
-            f = r["failures"][0]
-            more = f" (+{len(r['failures']) - 1} more)" if len(r["failures"]) > 1 else ""
-            result = f"**fail** at {f['stage']}: {_md_escape(f['reason'][:160])}{more}"
-        scopes = r.get("scopes", "–")
-        if r.get("notes"):
-            scopes = f"{scopes}*"
-        lines.append(
-            f"| {r['model']} | {size}² | {_fmt_params(r.get('params'))} | {r.get('groups', '–')} | {scopes} | "
-            f"{_fmt_params(r.get('0.5', {}).get('params'))} | {_fmt_params(r.get('random', {}).get('params'))} | "
-            f"{_fmt_err(r)} | {r.get('wall_s', 0):.0f} s | {result} |")
-    lines += ["", "\\* needed the fallback (see below)."]
+    for section in SECTIONS:
+        members = sorted((r for r in rows if r.get("section") == section), key=lambda r: (r["family"], r["model"]))
+        if not members:
+            continue
+        lines += ["", f"### {SECTION_TITLES[section]}: {sum(passed(r) for r in members)} of {len(members)} pass",
+                  "", *TABLE_HEAD]
+        for r in members:
+            scopes = r.get("scopes", "–")
+            if r.get("notes"):
+                scopes = f"{scopes}*"
+            name = r["model"].split(":", 1)[1]
+            lines.append(
+                f"| {name} | {r['family']} | {_fmt_input(r.get('input'))} | {_fmt_params(r.get('params'))} | "
+                f"{r.get('groups', '–')} | {scopes} | {_fmt_share(r, 'params')} | {_fmt_share(r, 'macs')} | "
+                f"{_fmt_removed(r, '0.5')} | {_fmt_removed(r, 'random')} | {_fmt_err(r)} | "
+                f"{r.get('wall_s', 0):.0f} s | {_result(r)} |")
     if meta.get("skipped"):
-        lines += ["", f"Not run (over {MAX_PARAMS // 1_000_000}M parameters): {', '.join(meta['skipped'])}."]
-
-    failed = [r for r in rows if not passed(r)]
-    if failed:
-        lines += ["", "### Failures", ""]
-        by_class: dict[str, list[dict]] = {}
-        for r in failed:
-            by_class.setdefault(_classify(r["failures"][0]), []).append(r)
-        explain = {key: text for key, _, _, text in FAILURE_CLASSES}
-        for key, members in by_class.items():
-            names = ", ".join(r["model"] for r in members)
-            text = WHY_FAILURE.get(key, explain.get(key, "Unclassified failure; see the reason in the table."))
-            lines.append(f"- **{key}** ({names}): {text}")
-    fallback = [r for r in rows if r.get("notes")]
-    if fallback:
-        lines += ["", "### Models that needed the fallback", "",
-                  "slimdeploy analyses the whole model first; when torch-pruning raises, exceeds the "
-                  "memory/time bound, or the trial prune breaks the model, it analyses the scope's "
-                  "children separately with their boundary widths fixed. Fewer widths are offered then. "
-                  "The first note of each model:", ""]
-        for r in fallback:
-            why = next((text for pat, text in FALLBACK_WHY if re.search(pat, r["model"])), "")
-            lines.append(f"- **{r['model']}** ({len(r['notes'])} note(s), {r.get('scopes', '?')} scopes): "
-                         f"`{_md_escape(r['notes'][0][:220])}`" + (f" — {why}" if why else ""))
+        lines += ["", f"Not run (torchvision classifiers over {MAX_PARAMS // 1_000_000}M parameters): "
+                      f"{', '.join(meta['skipped'])}."]
+    noted = [r for r in rows if r.get("notes")]
+    if noted:
+        lines += ["", "### Notes from the analysis", "",
+                  "Where slimdeploy left widths fixed: a scope it analysed part by part (torch-pruning raised, ran "
+                  "past the bound, or the trial prune broke it), or groups it left at full width because pruning "
+                  "them breaks the model. The first note of each model:", ""]
+        for r in sorted(noted, key=lambda r: r["model"]):
+            lines.append(f"- **{r['model']}** ({len(r['notes'])} note(s)): `{_md_escape(r['notes'][0][:240])}`")
+    if meta.get("reading"):
+        lines += ["", meta["reading"]]
     return "\n".join(lines) + "\n"
-
-
-# Filled in from what the full run showed: why each failure class happens (construct, reason).
-WHY_FAILURE: dict[str, str] = {}
 
 
 # ---------------------------------------------------------------------------------------------
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--models", help="comma-separated subset (default: every classifier under 100M params)")
-    p.add_argument("--jobs", type=int, default=1, help="children at a time (default 1: the machine is shared)")
+    p.add_argument("--models", help="comma-separated specs (torchvision:NAME, timm:NAME) from the catalogue")
+    p.add_argument("--sections", help=f"comma-separated subset of {', '.join(SECTIONS)}")
     p.add_argument("--memory-gb", type=float, default=14.0, help="address-space cap of each child (RLIMIT_AS)")
-    p.add_argument("--timeout", type=float, default=900.0, help="wall-clock limit of each child in seconds")
+    p.add_argument("--timeout", type=float, default=600.0, help="wall-clock limit of each child in seconds")
     p.add_argument("--logs", help="folder for per-model logs and JSON (default: a new temp folder)")
-    p.add_argument("--json", help="also write all rows to this JSON file")
+    p.add_argument("--json", help="also write all rows to this JSON file (updated after every model)")
+    p.add_argument("--resume", action="store_true", help="with --json: skip the models that file already holds")
     p.add_argument("--from-json", help="render RESULTS.md from a JSON file written by --json; run nothing")
-    p.add_argument("--write", action="store_true", help="write RESULTS.md also for a --models subset")
+    p.add_argument("--reading", help="a paragraph (or @file) appended to the section when rendering")
+    p.add_argument("--write", action="store_true", help="write RESULTS.md also for a subset")
     p.add_argument("--no-write", action="store_true", help="do not touch RESULTS.md")
     p.add_argument("--one", help=argparse.SUPPRESS)
-    p.add_argument("--size", type=int, help=argparse.SUPPRESS)
     p.add_argument("--result", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
 
     if args.one:
-        return run_one(args.one, args.size or input_size(args.one), Path(args.result))
+        return run_one(json.loads(args.one), Path(args.result))
 
-    command = "python benchmarks/zoo.py" + "".join(
-        f" {a}" for a in (argv if argv is not None else sys.argv[1:]))
+    command = "python benchmarks/zoo.py" + "".join(f" {a}" for a in (argv if argv is not None else sys.argv[1:]))
+    reading = args.reading
+    if reading and reading.startswith("@"):
+        reading = Path(reading[1:]).read_text().strip()
     if args.from_json:
         data = json.loads(Path(args.from_json).read_text())
-        markdown = render(data["rows"], data["total_s"], data["meta"])
+        meta = {**data["meta"], **({"reading": reading} if reading else {})}
+        markdown = render(data["rows"], data["total_s"], meta)
         print(markdown)
         if not args.no_write:
             sys.path.insert(0, str(HERE))
             from results import write_section
-            write_section(SECTION, markdown, data["meta"].get("command", command))
+            write_section(SECTION, markdown, meta.get("command", command))
         return 0
 
-    t_start = time.monotonic()
-    everything = zoo_models()
-    small = [n for n, k in everything if k < MAX_PARAMS]
+    entries = catalogue()
+    known = {e["spec"]: e for e in entries}
     if args.models:
         wanted = [m.strip() for m in args.models.split(",") if m.strip()]
-        unknown = [m for m in wanted if m not in dict(everything)]
+        unknown = [m for m in wanted if m not in known]
         if unknown:
-            p.error(f"unknown model(s): {', '.join(unknown)}")
-        names = wanted
-    else:
-        names = small
-    skipped = sorted(set(dict(everything)) - set(small))
+            p.error(f"unknown model(s): {', '.join(unknown)} (specs look like torchvision:resnet18, timm:resnest14d)")
+        entries = [known[m] for m in wanted]
+    if args.sections:
+        chosen = [s.strip() for s in args.sections.split(",")]
+        if set(chosen) - set(SECTIONS):
+            p.error(f"unknown section(s) {', '.join(set(chosen) - set(SECTIONS))}; choose from {', '.join(SECTIONS)}")
+        entries = [e for e in entries if e["section"] in chosen]
+    skipped = sorted(e["spec"].split(":", 1)[1] for e in entries if e.get("skip"))
+    entries = [e for e in entries if not e.get("skip") or args.models]
+    rows: list[dict] = []
+    spent = 0.0
+    if args.resume and args.json and Path(args.json).exists():
+        saved = json.loads(Path(args.json).read_text())
+        rows, spent = saved["rows"], saved["total_s"]
+        entries = [e for e in entries if e["spec"] not in {r["model"] for r in rows}]
     logdir = Path(args.logs) if args.logs else Path(tempfile.mkdtemp(prefix="slimdeploy-zoo-"))
     logdir.mkdir(parents=True, exist_ok=True)
-    print(f"{len(names)} models; logs in {logdir}; over {MAX_PARAMS // 1_000_000}M params, skipped: "
-          f"{', '.join(skipped)}", flush=True)
-
-    rows: list[dict] = []
-
-    def one(name):
-        return run_child(name, logdir, args.memory_gb, args.timeout)
-
-    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
-        futures = {pool.submit(one, n): n for n in names}
-        for i, fut in enumerate(concurrent.futures.as_completed(futures), 1):
-            r = fut.result()
-            rows.append(r)
-            status = "PASS" if passed(r) else f"FAIL at {r['failures'][0]['stage']}: {r['failures'][0]['reason']}"
-            note = f" [fallback: {len(r['notes'])} notes, {r.get('scopes')} scopes]" if r.get("notes") else ""
-            print(f"[{i}/{len(names)}] {r['model']} {r.get('wall_s', 0):.0f} s {status}{note}", flush=True)
-
-    total_s = time.monotonic() - t_start
+    print(f"{len(entries)} models; logs in {logdir}", flush=True)
     meta = {"command": command, "memory_gb": args.memory_gb, "timeout_s": args.timeout, "skipped": skipped}
-    if args.json:
-        Path(args.json).write_text(json.dumps({"rows": rows, "total_s": total_s, "meta": meta}, indent=1))
-    markdown = render(rows, total_s, meta)
+
+    t_start = time.monotonic()
+    for i, entry in enumerate(entries, 1):
+        r = run_child(entry, logdir, args.memory_gb, args.timeout)
+        rows.append(r)
+        status = "PASS" if passed(r) else f"FAIL at {r['failures'][0]['stage']}: {r['failures'][0]['reason'][:160]}"
+        share = r.get("prunable") or {}
+        print(f"[{i}/{len(entries)}] {r['model']} {r.get('wall_s', 0):.0f} s groups={r.get('groups')} "
+              f"prunable params={share.get('params', 0):.0%} {status}", flush=True)
+        if args.json:
+            Path(args.json).write_text(json.dumps({"rows": rows, "total_s": spent + time.monotonic() - t_start,
+                                                   "meta": meta}, indent=1))
+
+    total_s = spent + time.monotonic() - t_start
+    markdown = render(rows, total_s, {**meta, **({"reading": reading} if reading else {})})
     n_pass = sum(passed(r) for r in rows)
     print(f"\n{n_pass} of {len(rows)} pass in {total_s / 60:.1f} min", flush=True)
-    if not args.no_write and (not args.models or args.write):
+    if not args.no_write and (not (args.models or args.sections) or args.write):
         sys.path.insert(0, str(HERE))
         from results import write_section
         path = write_section(SECTION, markdown, command)

@@ -1,9 +1,12 @@
-"""Export a PyTorch model to ONNX and check that ONNX Runtime computes what PyTorch computes."""
+"""Export a PyTorch model to ONNX and check that ONNX Runtime computes what PyTorch computes.
+
+Every tensor the model returns (tensors nested in tuples, lists and dicts: segmentation's
+{"out", "aux"}) becomes one graph output, named after its place (`output`, `output.out`, ...).
+"""
 from __future__ import annotations
 
 import contextlib
 import copy
-import math
 import os
 import re
 import shutil
@@ -11,7 +14,6 @@ import subprocess
 import sys
 import tempfile
 import warnings
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -19,12 +21,18 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from . import adapters
 from .errors import SlimdeployError
-from .onnx_runner import EXIT_TORCH_IMPORTED, _last_line, run_onnx, runtime_name
+from .modes import set_eval
+from .onnx_runner import EXIT_TORCH_IMPORTED, _last_line, run_onnx_outputs, runtime_name
+from .outputs import named_tensors
+from .parity import ATOL, REL_FLOOR, RTOL, STOL, ParityError, ParityReport, compare
+
+__all__ = ["ParityError", "ParityReport", "REL_FLOOR", "default_inputs", "export_onnx", "output_names",
+           "verify_onnx"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-REL_FLOOR = 1e-3  # denominator floor of the relative error, see `verify_onnx`
 _SEED = 0
 _TWO_GB = 2**31
 
@@ -38,49 +46,6 @@ def _error_line(exc: BaseException) -> str:
     return re.sub(r"\x1b\[[0-9;]*m", "", _last_line(exc))
 
 
-class ParityError(SlimdeployError):
-    """ONNX Runtime's outputs differ from PyTorch's beyond the tolerances."""
-
-
-@dataclass
-class ParityReport:
-    """How closely ONNX Runtime reproduces PyTorch on `n_inputs` inputs (see `verify_onnx`)."""
-
-    max_abs_error: float
-    max_rel_error: float
-    top1_agreement: float | None
-    n_inputs: int
-    n_mismatched: int  # output elements outside atol + rtol * |torch|
-    n_elements: int
-    atol: float
-    rtol: float
-    passed: bool
-    runtime: str
-    isolated: bool
-
-    def to_json(self) -> dict:
-        """A JSON-safe dict (non-finite errors become the strings "inf" / "nan")."""
-        out = asdict(self)
-        for key in ("max_abs_error", "max_rel_error"):
-            if not math.isfinite(out[key]):
-                out[key] = str(out[key])
-        return out
-
-    def summary(self) -> str:
-        """One line with every figure that decides `passed`."""
-        top1 = "n/a" if self.top1_agreement is None else f"{self.top1_agreement:.1%}"
-        return (
-            f"max abs error {self.max_abs_error:.3g}, max rel error {self.max_rel_error:.3g}, "
-            f"top-1 agreement {top1}, {self.n_mismatched} of {self.n_elements} elements outside "
-            f"atol={self.atol:g} + rtol={self.rtol:g}*|torch| over {self.n_inputs} inputs ({self.runtime})"
-        )
-
-    def raise_if_failed(self) -> None:
-        """Raise `ParityError` with the figures when the check did not pass."""
-        if not self.passed:
-            raise ParityError(f"ONNX output does not match PyTorch: {self.summary()}")
-
-
 @contextlib.contextmanager
 def _eval_model(model: nn.Module) -> Iterator[nn.Module]:
     """The model in eval mode without changing the caller's: a copy, else the original restored."""
@@ -89,11 +54,11 @@ def _eval_model(model: nn.Module) -> Iterator[nn.Module]:
     except Exception:  # some modules hold state deepcopy refuses; fall back to restoring modes
         clone = None
     if clone is not None:
-        yield clone.eval()
+        yield set_eval(clone)
         return
     modes = [(m, m.training) for m in model.modules()]
     try:
-        yield model.eval()
+        yield set_eval(model)
     finally:
         for module, training in modes:
             module.training = training
@@ -108,11 +73,33 @@ def _quiet_exporter() -> Iterator[None]:
         yield
 
 
+class _Flat(nn.Module):
+    """The model with its output flattened to a tuple of tensors (one graph output each)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return tuple(t for _, t in named_tensors(self.model(x)))
+
+
+def output_names(model: nn.Module, example_input: torch.Tensor) -> list[str]:
+    """The graph output names `export_onnx` gives the model's tensors (model in eval mode, no grad)."""
+    with torch.no_grad():
+        names = [name for name, _ in named_tensors(model(example_input))]
+    if not names:
+        raise SlimdeployError(f"{type(model).__name__} returned no tensor to export")
+    return names
+
+
 def _export_once(model: nn.Module, example_input: torch.Tensor, f: Path, opset: int,
-                 dynamic_batch: bool, dynamo: bool) -> None:
-    kwargs: dict = dict(input_names=["input"], output_names=["output"], opset_version=opset, dynamo=dynamo)
+                 dynamic_batch: bool, dynamo: bool, names: list[str]) -> None:
+    if names != ["output"]:
+        model = _Flat(model)
+    kwargs: dict = dict(input_names=["input"], output_names=names, opset_version=opset, dynamo=dynamo)
     if dynamic_batch:
-        kwargs["dynamic_axes"] = {"input": {0: "batch"}, "output": {0: "batch"}}
+        kwargs["dynamic_axes"] = {"input": {0: "batch"}, **{name: {0: "batch"} for name in names}}
     if dynamo:
         # The dynamo exporter implements opset 18 and up; asking for less only adds a down-conversion
         # that usually fails (with a logged traceback) and leaves the model at 18 anyway.
@@ -136,7 +123,10 @@ def export_onnx(
 
     Uses the TorchScript exporter (``dynamo=False``), falling back to the torch.export-based one
     (which emits opset ``max(opset, 18)``) when it fails. The graph has one input ``input`` and
-    one output ``output``; with `dynamic_batch` their first axis is the symbolic ``batch``. The file is passed through
+    one output per tensor the model returns (``output`` for a plain tensor, see `output_names`;
+    for a detection model, the tensors its heads return before post-processing: see
+    `slimdeploy.adapters.detection`);
+    with `dynamic_batch` their first axis is the symbolic ``batch``. The file is passed through
     ``onnx.checker`` and appears atomically (written in a temporary folder next to it, then
     renamed; external-data files of models over 2 GB move with it). Raises `SlimdeployError`
     when both exporters fail or the result is not valid ONNX.
@@ -150,14 +140,22 @@ def export_onnx(
     tmpdir = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
     try:
         tmp = tmpdir / path.name
-        with _eval_model(model) as clone, torch.no_grad():
+        with _eval_model(model) as whole, torch.no_grad():
+            clone, _ = adapters.export_view(whole)
             try:
-                _export_once(clone, example_input, tmp, opset, dynamic_batch, dynamo=False)
+                names = output_names(clone, example_input)
+            except SlimdeployError:
+                raise
+            except Exception as exc:
+                raise SlimdeployError(f"cannot export {type(model).__name__} to ONNX: its forward fails on the "
+                                      f"example input: {_error_line(exc)}") from exc
+            try:
+                _export_once(clone, example_input, tmp, opset, dynamic_batch, dynamo=False, names=names)
             except Exception as legacy_error:
                 for leftover in tmpdir.iterdir():
                     leftover.unlink()
                 try:
-                    _export_once(clone, example_input, tmp, opset, dynamic_batch, dynamo=True)
+                    _export_once(clone, example_input, tmp, opset, dynamic_batch, dynamo=True, names=names)
                 except Exception as dynamo_error:
                     raise SlimdeployError(
                         f"cannot export {type(model).__name__} to ONNX: TorchScript exporter: "
@@ -239,17 +237,6 @@ def default_inputs(example_input: torch.Tensor) -> list[torch.Tensor]:
     return [x.to(device=example_input.device, dtype=example_input.dtype) for x in inputs]
 
 
-def _first_tensor(output) -> torch.Tensor:
-    """The first tensor of a model output (a tensor, or the first leaf of a tuple/list/dict)."""
-    if isinstance(output, torch.Tensor):
-        return output
-    if isinstance(output, dict):
-        output = list(output.values())
-    if isinstance(output, (list, tuple)) and output:
-        return _first_tensor(output[0])
-    raise SlimdeployError(f"the model returned {type(output).__name__}, not a tensor")
-
-
 def _to_numpy(t: torch.Tensor) -> np.ndarray:
     t = t.detach().cpu()
     if t.dtype == torch.bfloat16:
@@ -257,7 +244,7 @@ def _to_numpy(t: torch.Tensor) -> np.ndarray:
     return t.numpy()
 
 
-def _run_isolated(onnx_path: Path, arrays: list[np.ndarray]) -> list[np.ndarray]:
+def _run_isolated(onnx_path: Path, arrays: list[np.ndarray]) -> list[list[np.ndarray]]:
     """Run the arrays in ``python -m slimdeploy.onnx_runner``, a process that never imports torch."""
     package_root = str(Path(__file__).resolve().parent.parent)
     env = dict(os.environ)
@@ -278,34 +265,13 @@ def _run_isolated(onnx_path: Path, arrays: list[np.ndarray]) -> list[np.ndarray]
                 raise SlimdeployError(f"the isolated ONNX runner imported torch: {detail}")
             raise SlimdeployError(detail)
         with np.load(outputs, allow_pickle=False) as data:
-            return [data[f"y{i}"] for i in range(len(arrays))]
-
-
-def _compare(reference: list[np.ndarray], candidate: list[np.ndarray], atol: float, rtol: float):
-    max_abs = max_rel = 0.0
-    mismatched = elements = agree = rows = 0
-    for i, (b, a) in enumerate(zip(reference, candidate)):
-        if a.shape != b.shape:
-            raise ParityError(
-                f"ONNX output {i} has shape {tuple(a.shape)}, PyTorch's has {tuple(b.shape)}"
-            )
-        a64, b64 = a.astype(np.float64), b.astype(np.float64)
-        with np.errstate(invalid="ignore", over="ignore"):
-            diff = np.where(a64 == b64, 0.0, np.abs(a64 - b64))  # equal infinities count as equal
-        both_nan = np.isnan(a64) & np.isnan(b64)
-        diff = np.where(both_nan, 0.0, np.nan_to_num(diff, nan=np.inf))
-        rel = diff / np.maximum(np.abs(np.nan_to_num(b64, nan=0.0)), REL_FLOOR)
-        outside = ~(diff <= atol + rtol * np.abs(np.nan_to_num(b64, nan=0.0)))
-        if diff.size:
-            max_abs = max(max_abs, float(diff.max()))
-            max_rel = max(max_rel, float(rel.max()))
-        mismatched += int(outside.sum())
-        elements += diff.size
-        if b.ndim == 2 and b.shape[1] > 1:
-            agree += int((a64.argmax(axis=1) == b64.argmax(axis=1)).sum())
-            rows += b.shape[0]
-    top1 = agree / rows if rows else None
-    return max_abs, max_rel, top1, mismatched, elements
+            runs = []
+            for i in range(len(arrays)):
+                run = [data[f"y{i}"]]
+                while f"y{i}_{len(run)}" in data.files:
+                    run.append(data[f"y{i}_{len(run)}"])
+                runs.append(run)
+            return runs
 
 
 def verify_onnx(
@@ -313,23 +279,27 @@ def verify_onnx(
     onnx_path: str | os.PathLike,
     example_input: torch.Tensor,
     inputs: Sequence[torch.Tensor] | None = None,
-    atol: float = 1e-4,
-    rtol: float = 1e-3,
+    atol: float = ATOL,
+    rtol: float = RTOL,
     isolated: bool = True,
+    stol: float = STOL,
 ) -> ParityReport:
     """Compare `model` (eval mode, no_grad, the caller's mode untouched) with ONNX Runtime (CPU).
 
     `inputs` default to `default_inputs(example_input)`: two real photos plus two seeded normal
     tensors for an (N, 3, H, W) image batch, else four seeded normal tensors. With `isolated`,
     ONNX Runtime runs in a ``python -m slimdeploy.onnx_runner`` subprocess that never imports
-    torch; otherwise in this process.
+    torch; otherwise in this process. Every output the model returns is compared with the graph
+    output of the same place.
 
     Figures, over all inputs and output elements, with ``t`` PyTorch's output and ``o`` ORT's:
     ``max_abs_error = max |o - t|``; ``max_rel_error = max |o - t| / max(|t|, 1e-3)`` (the floor
-    keeps near-zero outputs from producing huge ratios); ``top1_agreement`` = fraction of rows
-    whose argmax agrees, for 2-D (N, C>1) outputs, else None. NaN matches only NaN.
+    keeps near-zero outputs from producing huge ratios); ``max_scaled_error = max |o - t| / range``
+    with ``range`` the spread (max - min) of that output over all inputs; ``top1_agreement`` =
+    fraction of rows whose argmax agrees, for 2-D (N, C>1) outputs, else None. NaN matches only NaN.
     ``passed`` holds when every element satisfies ``|o - t| <= atol + rtol * |t|`` (numpy's
-    ``allclose``) and, where defined, top-1 agreement is 1.0. Shape mismatches raise `ParityError`;
+    ``allclose``) or ``|o - t| <= stol * range``, and, where defined, top-1 agreement is 1.0
+    (``stol=0`` keeps the elementwise rule alone). Shape mismatches raise `ParityError`;
     unloadable files and runner failures raise `SlimdeployError`.
     """
     onnx_path = Path(onnx_path)
@@ -338,21 +308,13 @@ def verify_onnx(
     inputs = list(inputs) if inputs is not None else default_inputs(example_input)
     if not inputs:
         raise SlimdeployError("verify_onnx needs at least one input")
-    with _eval_model(model) as clone, torch.no_grad():
-        reference = [_to_numpy(_first_tensor(clone(x))) for x in inputs]
+    with _eval_model(model) as whole, torch.no_grad():
+        clone, graph_stops = adapters.export_view(whole)
+        runs = [named_tensors(clone(x)) for x in inputs]
+    names = [name for name, _ in runs[0]]
+    reference = [[_to_numpy(t) for _, t in run] for run in runs]
     arrays = [_to_numpy(x) for x in inputs]
-    candidate = _run_isolated(onnx_path, arrays) if isolated else run_onnx(onnx_path, arrays)
-    max_abs, max_rel, top1, mismatched, elements = _compare(reference, candidate, atol, rtol)
-    return ParityReport(
-        max_abs_error=max_abs,
-        max_rel_error=max_rel,
-        top1_agreement=top1,
-        n_inputs=len(inputs),
-        n_mismatched=mismatched,
-        n_elements=elements,
-        atol=atol,
-        rtol=rtol,
-        passed=mismatched == 0 and (top1 is None or top1 == 1.0),
-        runtime=runtime_name(),
-        isolated=isolated,
-    )
+    candidate = _run_isolated(onnx_path, arrays) if isolated else run_onnx_outputs(onnx_path, arrays)
+    figures = compare(reference, candidate, names, atol, rtol, stol)
+    return ParityReport(n_inputs=len(inputs), atol=atol, rtol=rtol, stol=stol, runtime=runtime_name(),
+                        isolated=isolated, graph_stops=graph_stops, **figures)

@@ -6,7 +6,8 @@ model runs on a machine that has only onnxruntime and numpy. It is also a comman
     python -m slimdeploy.onnx_runner MODEL.onnx INPUTS.npz OUTPUTS.npz
 
 reads arrays ``x0, x1, ...`` from INPUTS.npz, runs each through the model (fed to its first input)
-and writes the first output of each run as ``y0, y1, ...`` to OUTPUTS.npz. Exit codes: 0 success,
+and writes the first output of run i as ``yi`` to OUTPUTS.npz, and its further outputs (models with
+several outputs: segmentation, detection heads) as ``yi_1, yi_2, ...``. Exit codes: 0 success,
 2 bad model or inputs (one line on stderr), 3 torch was imported after all.
 """
 from __future__ import annotations
@@ -79,6 +80,13 @@ def run_onnx(
     `threads` sets ONNX Runtime's intra-op thread count (None: its default).
     Raises `SlimdeployError` when the file cannot be loaded or a run fails.
     """
+    return [outputs[0] for outputs in run_onnx_outputs(path, inputs, threads)]
+
+
+def run_onnx_outputs(
+    path: str | os.PathLike, inputs: Sequence[np.ndarray], threads: int | None = None
+) -> list[list[np.ndarray]]:
+    """Like `run_onnx`, but every output of each run, in the graph's output order."""
     session = load_session(path, threads)
     first = session.get_inputs()[0]
     dtype = _ONNX_DTYPES.get(first.type)
@@ -93,7 +101,7 @@ def run_onnx(
             raise SlimdeployError(
                 f"onnxruntime failed on input {i} (shape {tuple(array.shape)}) for {path}: {_last_line(exc)}"
             ) from exc
-        outputs.append(np.asarray(result[0]))
+        outputs.append([np.asarray(r) for r in result])
     return outputs
 
 
@@ -111,11 +119,14 @@ def _read_inputs(path: Path) -> list[np.ndarray]:
     return arrays
 
 
-def _write_outputs(path: Path, outputs: list[np.ndarray]) -> None:
+def _write_outputs(path: Path, outputs: list[list[np.ndarray]]) -> None:
+    arrays = {}
+    for i, run in enumerate(outputs):
+        arrays.update({f"y{i}" if k == 0 else f"y{i}_{k}": y for k, y in enumerate(run)})
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         with open(tmp, "wb") as f:  # a file object, so numpy does not append ".npz" to the name
-            np.savez(f, **{f"y{i}": y for i, y in enumerate(outputs)})
+            np.savez(f, **arrays)
         os.replace(tmp, path)
     finally:
         if tmp.exists():
@@ -136,7 +147,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads")
     args = parser.parse_args(argv)
     try:
-        outputs = run_onnx(args.model, _read_inputs(args.inputs), threads=args.threads)
+        outputs = run_onnx_outputs(args.model, _read_inputs(args.inputs), threads=args.threads)
         _write_outputs(args.outputs, outputs)
     except SlimdeployError as exc:
         print(f"slimdeploy.onnx_runner: error: {exc}", file=sys.stderr)

@@ -9,11 +9,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import adapters
-from .analysis import Analysis, analyse, build_graph, guarded, iter_groups, prune_group
+from .analysis import Analysis, analyse, build_graph, guarded, iter_groups, prune_group, pruning_order
 from .errors import SlimdeployError
 from .importance import Importance, get_importance
+from .modes import evaluating
+from .outputs import tensors
+from .ranking import channels_to_remove
 from .space import Widths
-
 from .zoo import META
 
 
@@ -34,36 +36,29 @@ def prune(model: nn.Module, widths: Widths, example_input: torch.Tensor, importa
     ignored_twins = [twin[m] for name, m in model.named_modules() if name in set(ignored)]
     if criterion.needs_gradients:
         _accumulate_gradients(pruned, batch)
-    for scope in analysis.scopes:
-        target = twin[scope.module]
+    for scope in pruning_order(analysis.scopes):
+        target = _scope_module(scope, twin, pruned)
         with guarded(what=f"pruning {scope.path or 'the model'}"):
             graph = build_graph(target, scope.inputs)
             for item in iter_groups(graph, scope.path, ignored_twins):
                 g = item.info
-                keep = widths[g.name]
+                keep = widths.widths.get(g.name, g.width)  # groups the analysis left out stay full
                 if keep < g.width:
                     scores = criterion.score_group(item)
                     prune_group(graph, item, channels_to_remove(scores, g.width, keep, g.divisor))
         adapters.after_prune(target)
+    for structure in analysis.structures:
+        structure.prune(pruned, {g.name: widths[g.name] for g in structure.groups}, criterion)
+    adapters.after_prune(pruned)
     pruned.zero_grad(set_to_none=True)
     pruned.train(model.training)
     _record_step(model, pruned, widths, example_input, ignored)
     return pruned
 
 
-def channels_to_remove(scores: torch.Tensor, width: int, keep: int, divisor: int = 1) -> list[int]:
-    """Indices of the `width - keep` least important channels.
-
-    With `divisor` > 1 the channels form equal contiguous blocks (conv groups, heads); the same
-    positions go from every block, ranked by their mean score across blocks.
-    """
-    scores = scores.detach().float().flatten().cpu()
-    if scores.numel() != width:
-        raise RuntimeError(f"importance gave {scores.numel()} scores for a group of {width} channels")
-    block = width // divisor
-    per_block = scores.view(divisor, block).mean(0)
-    drop = torch.argsort(per_block)[: block - keep // divisor].tolist()
-    return sorted(b * block + p for b in range(divisor) for p in drop)
+def _scope_module(scope, twin: dict, copy_root: nn.Module) -> nn.Module:
+    """The copy's counterpart of a scope's module; the root scope may be a view built anew on the copy."""
+    return twin[scope.module] if scope.module in twin else adapters.analysis_view(copy_root)
 
 
 def _accumulate_gradients(model: nn.Module, batch) -> None:
@@ -71,15 +66,14 @@ def _accumulate_gradients(model: nn.Module, batch) -> None:
         raise SlimdeployError("taylor importance needs a batch of inputs to compute gradients; "
                               "pass batch=... (or choose l2, l1 or bn)")
     inputs, labels = batch if isinstance(batch, (tuple, list)) else (batch, None)
-    was_training = model.training
-    model.eval()
     model.zero_grad(set_to_none=True)
-    with torch.enable_grad():
+    with torch.enable_grad(), evaluating(model):
         out = model(inputs)
-        if labels is None:
-            labels = out.detach().argmax(-1)
-        F.cross_entropy(out, labels).backward()
-    model.train(was_training)
+        if isinstance(out, torch.Tensor) and out.dim() == 2:
+            loss = F.cross_entropy(out, out.detach().argmax(-1) if labels is None else labels)
+        else:  # dense or structured outputs: the squared outputs' sum stands in for a loss
+            loss = sum(t.float().pow(2).mean() for t in tensors(out) if t.is_floating_point())
+        loss.backward()
 
 
 def _record_step(source: nn.Module, pruned: nn.Module, widths: Widths, example_input, ignored) -> None:
@@ -99,9 +93,13 @@ def group_scores(model: nn.Module, analysis: Analysis, importance: str | Importa
     scores = {}
     for scope in analysis.scopes:
         with guarded(what=f"scoring {scope.path or 'the model'}"):
-            graph = build_graph(twin[scope.module], scope.inputs)
+            graph = build_graph(_scope_module(scope, twin, scratch), scope.inputs)
             for item in iter_groups(graph, scope.path, []):
-                scores[item.info.name] = criterion(item.tp_group).detach().float().flatten().sort(descending=True).values
+                if item.info in scope.groups:
+                    scores[item.info.name] = criterion(item.tp_group).detach().float().flatten().sort(descending=True).values
+    for structure in analysis.structures:
+        for name, values in structure.scores(scratch, criterion).items():
+            scores[name] = values.sort(descending=True).values
     return scores
 
 

@@ -18,6 +18,7 @@ import torchvision
 from slimdeploy.errors import SlimdeployError
 from slimdeploy.export import ParityError, ParityReport, default_inputs, export_onnx, verify_onnx
 from slimdeploy.onnx_runner import run_onnx
+from slimdeploy.modes import set_eval
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNNER_ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
@@ -83,7 +84,7 @@ def test_top1_disagreement_fails_even_within_tolerance():
 
 def test_dynamic_batch_runs_with_batch_3(tmp_path):
     torch.manual_seed(1)
-    model = torchvision.models.mobilenet_v2(weights=None).eval()
+    model = set_eval(torchvision.models.mobilenet_v2(weights=None))
     path = export_onnx(model, torch.randn(1, 3, 64, 64), tmp_path / "mnv2.onnx", dynamic_batch=True)
     dims = onnx.load(str(path)).graph.input[0].type.tensor_type.shape.dim
     assert dims[0].dim_param == "batch" and [d.dim_value for d in dims[1:]] == [3, 64, 64]
@@ -203,3 +204,92 @@ def test_falls_back_to_dynamo_exporter(tmp_path):
     assert proto.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
     report = verify_onnx(model, path, torch.randn(2, 4), inputs=[torch.randn(5, 4)], isolated=False)
     assert report.passed, report.summary()
+
+
+class _TwoHeads(nn.Module):
+    """A segmentation-like model: {"out": (N, 3, H, W), "aux": (N, 2, H, W)}."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU())
+        self.out, self.aux = nn.Conv2d(8, 3, 1), nn.Conv2d(8, 2, 1)
+
+    def forward(self, x):
+        features = self.body(x)
+        return {"out": self.out(features), "aux": self.aux(features)}
+
+
+def test_dict_outputs_become_named_graph_outputs_each_checked(tmp_path):
+    torch.manual_seed(4)
+    model, example = set_eval(_TwoHeads()), torch.randn(1, 3, 16, 16)
+    path = export_onnx(model, example, tmp_path / "two.onnx", dynamic_batch=True)
+    graph = onnx.load(str(path)).graph
+    assert [o.name for o in graph.output] == ["output.out", "output.aux"]
+    report = verify_onnx(model, path, example)  # isolated: the runner returns every output
+    assert report.passed, report.summary()
+    assert [(o["name"], o["shape"]) for o in report.outputs] == [("output.out", [1, 3, 16, 16]),
+                                                                  ("output.aux", [1, 2, 16, 16])]
+    assert report.n_elements == 4 * (3 + 2) * 16 * 16 and report.graph_stops is None
+    with torch.no_grad():
+        model.aux.bias.add_(0.1)  # only the second output drifts
+    drifted = verify_onnx(model, path, example, isolated=False)
+    assert not drifted.passed and [o["n_mismatched"] > 0 for o in drifted.outputs] == [False, True]
+
+
+def test_pruned_segmentation_model_exports_with_parity(tmp_path):
+    from slimdeploy.analysis import analyse
+    from slimdeploy.prune import prune
+
+    torch.manual_seed(5)
+    model = set_eval(torchvision.models.segmentation.lraspp_mobilenet_v3_large(weights=None,
+                                                                               weights_backbone=None))
+    x = torch.randn(1, 3, 64, 64)
+    analysis = analyse(model, x)
+    pruned = prune(model, analysis.space.random(7), x, analysis=analysis)
+    assert sum(p.numel() for p in pruned.parameters()) < 0.5 * sum(p.numel() for p in model.parameters())
+    path = export_onnx(pruned, x, tmp_path / "seg.onnx")
+    report = verify_onnx(pruned, path, x)
+    assert report.passed, report.summary()
+    assert [(o["name"], o["shape"]) for o in report.outputs] == [("output.out", [1, 21, 64, 64])]
+
+
+def test_detection_export_stops_before_the_post_processing_and_says_so(tmp_path):
+    from slimdeploy.analysis import analyse
+    from slimdeploy.prune import prune
+
+    torch.manual_seed(6)
+    model = set_eval(torchvision.models.get_model("ssdlite320_mobilenet_v3_large", weights=None,
+                                                  weights_backbone=None))
+    x = torch.randn(1, 3, 320, 320)
+    analysis = analyse(model, x)
+    pruned = prune(model, analysis.space.uniform(0.5), x, analysis=analysis)
+    path = export_onnx(pruned, x, tmp_path / "det.onnx")
+    names = [o.name for o in onnx.load(str(path)).graph.output]
+    assert names == [f"output.{kind}.{level}" for kind in ("cls_logits", "bbox_regression") for level in range(6)]
+    report = verify_onnx(pruned, path, x)
+    assert report.passed, report.summary()
+    assert report.outputs[0]["shape"] == [1, 6 * 91, 20, 20]  # 6 anchors x 91 classes at the 20x20 level
+    assert "stops at the heads' convolution outputs" in report.graph_stops
+    assert "non-maximum suppression" in report.graph_stops
+
+
+def test_large_activations_pass_on_the_range_and_the_refusal_names_the_option(tmp_path):
+    """Inception-V3 with random weights: logits in the hundreds, float32 error ~1e-2 where a logit is ~0."""
+    torch.manual_seed(7)
+    model = set_eval(nn.Linear(16, 10))
+    with torch.no_grad():
+        model.weight.mul_(300.0)
+        model.weight[9].zero_()
+        model.bias[9] = 0.0
+    x = torch.randn(1, 16)
+    path = export_onnx(model, x, tmp_path / "big.onnx")
+    drifted = set_eval(nn.Linear(16, 10))
+    drifted.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        drifted.bias[9] = 0.012  # stands in for the exporter's rounding on a near-zero logit
+    report = verify_onnx(drifted, path, x, isolated=False)
+    assert report.passed, report.summary()
+    assert report.max_rel_error >= 1 and report.max_scaled_error < 1e-4  # |0.012 - 0| / 0.012
+    strict = verify_onnx(drifted, path, x, isolated=False, stol=0.0)
+    assert not strict.passed and strict.n_mismatched == 4  # one near-zero logit per input
+    assert "it would pass with --atol 0.012, --rtol 1 or --stol 1.7e-05 (any one of them)" in strict.summary()

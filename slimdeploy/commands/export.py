@@ -8,6 +8,7 @@ import tempfile
 from pathlib import Path
 
 from ..errors import SlimdeployError
+from ..parity import STOL
 from .common import add_model_args, load_model_and_input
 
 EXIT_PARITY_FAILED = 1
@@ -24,6 +25,8 @@ def register(sub) -> None:
     p.add_argument("--workspace-mb", type=int, help="TensorRT builder workspace (MiB)")
     p.add_argument("--atol", type=float, help="parity: absolute tolerance (default 1e-4; 1e-2 for fp16 engines)")
     p.add_argument("--rtol", type=float, help="parity: relative tolerance (default 1e-3; 1e-2 for fp16 engines)")
+    p.add_argument("--stol", type=float, default=STOL,
+                   help="parity: an element also passes within STOL x its output's range (default %(default)s; 0 turns it off)")
     p.set_defaults(func=run)
 
 
@@ -44,7 +47,7 @@ def run(args) -> int:
     tmp = Path(tmp_name)
     try:
         export_onnx(model, example, tmp, opset=args.opset, dynamic_batch=args.dynamic_batch)
-        report = verify_onnx(model, tmp, example, atol=args.atol, rtol=args.rtol)
+        report = verify_onnx(model, tmp, example, atol=args.atol, rtol=args.rtol, stol=args.stol)
         result = {"out": str(out), "opset": args.opset, "dynamic_batch": args.dynamic_batch,
                   "parity": report.to_json()}
         if report.passed:
@@ -66,7 +69,7 @@ def _run_tensorrt(args) -> int:
     model, example = load_model_and_input(args)
     out = Path(args.out)
     report = export_tensorrt(model, example, out, precision=args.precision, workspace_mb=args.workspace_mb,
-                             atol=args.atol, rtol=args.rtol)
+                             atol=args.atol, rtol=args.rtol, stol=args.stol)
     print(json.dumps({"out": str(out), "format": "tensorrt", "precision": args.precision,
                       "parity": report.to_json()}, indent=2))
     if not report.passed:
