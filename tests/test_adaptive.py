@@ -307,30 +307,44 @@ def test_a_saved_network_loads_back_without_pickle_and_truncates_the_same(traine
 
 
 # -- the searcher --------------------------------------------------------------------------------
-def test_the_search_takes_the_widest_point_of_the_truncation_path_within_the_budget(trained, digits):
+def test_the_search_takes_the_widest_path_point_within_the_budget_then_fills_the_slack(trained, digits):
     net, _, _, _ = trained
     model, train, val = digits
     x = torch.randn(*SHAPE)
     cost = CostModel.build(net.model, x, ChannelMap.build(net.model, net.analysis))
     full = cost.counts(net.space.full())[0]
     costs = {LATENCY: lambda w: cost.counts(w)[0] / full}  # MACs stand in for latency here
-    searcher = get_searcher("adaptive", points=6)
     calibration = [b for _, b in zip(range(2), make_loader(train, 64, shuffle=True, seed=1))]
     score = net.scorer(calibration, val[:1])
-    result = searcher.search(SearchProblem(net.space, costs, {LATENCY: 0.5}, score, shared=net))
-    problem = SearchProblem(net.space, costs, {LATENCY: 0.5}, score, shared=net)
-    assert result.latency_ratio <= 0.5
-    t = next(h["t"] for h in result.history if h["widths"] == dict(result.widths.widths))
-    wider = searcher.widths_at(problem, net, min(1.0, t + 2 ** -searcher.steps))
-    assert wider == result.widths or problem.latency(wider) > 0.5
-    curve = sorted(result.history, key=lambda h: h[LATENCY])
+
+    def problem(limit=0.5, shared=net):
+        return SearchProblem(net.space, costs, {LATENCY: limit}, score, shared=shared)
+
+    path_only = get_searcher("adaptive", points=6, fill=False)
+    on_path = path_only.search(problem())
+    assert on_path.latency_ratio <= 0.5
+    t = next(h["t"] for h in on_path.history if h["widths"] == dict(on_path.widths.widths))
+    wider = path_only.widths_at(problem(), net, min(1.0, t + 2 ** -path_only.steps))
+    assert wider == on_path.widths or problem().latency(wider) > 0.5  # the widest path point within the budget
+    curve = sorted(on_path.history, key=lambda h: h[LATENCY])
     assert len(curve) >= 5 and curve[-1]["t"] == 1.0
     assert [h["t"] for h in curve] == sorted(h["t"] for h in curve)  # nested: truncating lowers the cost
-    assert curve[-1]["score"] > 0.9 and result.score > 0.5
-    loose = searcher.search(SearchProblem(net.space, costs, {LATENCY: 1.0}, score, shared=net))
-    assert loose.widths == searcher.widths_at(problem, net, 1.0) and "already meet" in " ".join(loose.notes)
+    assert curve[-1]["score"] > 0.9 and on_path.score > 0.5
+
+    filled = get_searcher("adaptive", points=6).search(problem())
+    top = path_only.widths_at(problem(), net, 1.0)
+    assert on_path.latency_ratio <= filled.latency_ratio <= 0.5
+    for g in net.space:
+        assert on_path.widths[g.name] <= filled.widths[g.name] <= top[g.name]
+        wider = next((c for c in problem().choices(g.name) if c > filled.widths[g.name]), None)
+        if wider is not None and wider <= top[g.name]:  # no group can take another step within the budget
+            assert problem().latency(filled.widths.replace(**{g.name: wider})) > 0.5
+    assert filled.widths == on_path.widths or any("slack filled" in n for n in filled.notes)
+
+    loose = path_only.search(problem(1.0))
+    assert loose.widths == top and "already meet" in " ".join(loose.notes)
     with pytest.raises(SlimdeployError, match="adaptive-width network"):
-        searcher.search(SearchProblem(net.space, costs, {LATENCY: 0.5}, score))
+        path_only.search(problem(shared=None))
 
 
 def _cli(*args, timeout=900):

@@ -17,6 +17,7 @@ computes. The full width is the ceiling: widths grow and shrink within it.
 from __future__ import annotations
 
 import contextlib
+import math
 from dataclasses import dataclass, field
 from typing import Iterator, Mapping
 
@@ -131,6 +132,16 @@ class AdaptiveWidth(Supernet):
     def learned_widths(self) -> dict[str, int]:
         """Each group's current width D in channels."""
         return {p.name: int(n) * p.divisor for p, n in zip(self.plans, self.active_positions.tolist())}
+
+    def kept_mass(self, name: str, width: int) -> float:
+        """The share of group `name`'s learned importance its first `width` channels hold (1 at the learned width)."""
+        i = next(i for i, p in enumerate(self.plans) if p.name == name)
+        plan, learned = self.plans[i], int(self.active_positions[i])
+        kept = min(width // plan.divisor, learned)
+        if not plan.adaptive:
+            return kept / learned
+        lam = float(self.rates()[i].detach())
+        return -math.expm1(-lam * kept) / -math.expm1(-lam * learned)
 
     def width_fraction(self) -> float:
         """Kept share of all channels at the current widths."""

@@ -21,7 +21,7 @@ def provide(context) -> AdaptiveWidth:
     t, s = context.options.train, context.options.search
     if t.supernet:
         return _loaded(Path(t.supernet), context)
-    workdir = getattr(context, "workdir", None)
+    workdir = context.workdir
     if workdir is not None and finished(workdir):
         return _loaded(Path(workdir), context)
     config = AdaptiveTraining.from_settings(s.search_options, epochs=t.supernet_epochs, lr=t.supernet_lr,
