@@ -36,16 +36,7 @@ def front_plot(path: Path, points: Sequence[tuple[float, float]], front: Sequenc
         ax.step([p[0] for p in front], [p[1] for p in front], where="post", color="#1f6feb", lw=1.6,
                 label="Pareto front")
         ax.scatter([p[0] for p in front], [p[1] for p in front], s=16, c="#1f6feb")
-    for budget in budgets:
-        ax.axvline(budget, color="#d29922", lw=1, ls="--")
-    for x, y, label in chosen:
-        ax.scatter([x], [y], s=70, marker="*", c="#cf222e", zorder=5)
-        ax.annotate(label, (x, y), textcoords="offset points", xytext=(5, -12), fontsize=8, color="#cf222e")
-    ax.set_xlabel(x_label)
-    ax.set_ylabel(y_label)
-    ax.set_title(title, fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
+    _finish(ax, chosen, budgets, title, x_label, y_label)
     _save(fig, plt, path)
 
 
@@ -66,3 +57,30 @@ def tradeoff_plot(path: Path, points: Sequence[tuple[float, float | None, str]],
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     _save(fig, plt, path)
+
+
+def curve_plot(path: Path, curves: dict[str, Sequence[tuple[float, float]]],
+               chosen: Sequence[tuple[float, float, str]] = (), budgets: Sequence[float] = (), title: str = "",
+               x_label: str = "predicted latency (ratio to the original)", y_label: str = "accuracy") -> None:
+    """One line per labelled curve (accuracy against a cost), chosen points starred, budget lines dashed."""
+    plt = _figure()
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    for label, points in curves.items():
+        shown = sorted(points)
+        ax.plot([p[0] for p in shown], [p[1] for p in shown], "o-", ms=3, lw=1.4, label=label)
+    _finish(ax, chosen, budgets, title, x_label, y_label)
+    _save(fig, plt, path)
+
+
+def _finish(ax, chosen, budgets, title: str, x_label: str, y_label: str) -> None:
+    """Budget lines dashed, chosen points starred and labelled, axes titled, grid and legend."""
+    for budget in budgets:
+        ax.axvline(budget, color="#d29922", lw=1, ls="--")
+    for x, y, label in chosen:
+        ax.scatter([x], [y], s=70, marker="*", c="#cf222e", zorder=5)
+        ax.annotate(label, (x, y), textcoords="offset points", xytext=(5, -12), fontsize=8, color="#cf222e")
+    ax.set_xlabel(x_label)
+    ax.set_ylabel(y_label)
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
@@ -24,12 +25,17 @@ from .options import CompressOptions
 
 PROVIDERS = {
     "supernet": "slimdeploy.supernet.provider:provide",
+    "adaptive": "slimdeploy.adaptive.provider:provide",
 }
 
 
 @dataclass
 class WeightsContext:
-    """What a provider may use: the model, its analysis, the scoring data, the options, a progress line."""
+    """What a provider may use: the model, its analysis, the scoring data, the options, a progress line.
+
+    `workdir`, when given, is a directory the provider may checkpoint its training in and resume
+    from (a rerun with --resume finds its checkpoint or finished weights there).
+    """
 
     model: nn.Module
     example: torch.Tensor
@@ -37,6 +43,7 @@ class WeightsContext:
     data: dict[str, Any]
     options: CompressOptions
     say: Callable[[str], None]
+    workdir: Path | None = None
 
 
 def provide(kind: str, context: WeightsContext) -> Any:

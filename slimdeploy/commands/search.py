@@ -74,11 +74,13 @@ def run(args) -> int:
     say = say_for(args) if dist.is_main() else (lambda text: None)
     model, example = load_model_and_input(args)
     analysis = analyse(model, example, args.ignore)
-    trained = read_manifest(args.supernet).get("training", {}) if args.supernet else {}
+    trained = read_manifest(args.supernet).get("training", {}) if args.supernet and searcher.shared_weights == \
+        "supernet" else {}
     seed = args.seed if args.seed is not None else trained.get("config", {}).get("seed", 0)
     options.train.seed = seed
     data = scoring_data(args.data, tuple(example.shape), args.batch_size, seed)
-    shared = provide(searcher.shared_weights, WeightsContext(model, example, analysis, data, options, say))
+    shared = provide(searcher.shared_weights, WeightsContext(model, example, analysis, data, options, say,
+                                                             workdir=out / searcher.shared_weights))
     cost_model = CostModel.build(model, example, ChannelMap.build(model, analysis))
     macs0, params0 = count_macs_params(model, example)
     rt = options.latency.runtime
@@ -90,7 +92,7 @@ def run(args) -> int:
         score = functools.cache(shared.scorer(data["calibration"], data["held_out"]))
         costs = search_costs(cost_model, latency)
         s = options.search
-        evaluated, chosen, targets = [], [], []
+        evaluated, chosen, targets, results = [], [], [], []
         for budget in budgets:
             limits = budget.resolve(original_ms, macs0, params0)
             target = limits["latency_ms"] / original_ms
@@ -108,9 +110,12 @@ def run(args) -> int:
             evaluated += result.evaluated
             chosen.append((budget.label, result.best))
             targets.append(target)
+            results.append((budget.label, result))
     if not dist.is_main():
         return 0
     front = write_front(out, evaluated, chosen, targets, f"{args.model}: {args.method} on shared weights")
+    if hasattr(searcher, "write_figures"):  # a method's own figures (adaptive: the truncation curve)
+        searcher.write_figures(out, results, f"{args.model}: {args.method}")
     summary = {"out": str(out), "method": args.method, "latency_source": info.get("kind"),
                "evaluated": len(front["candidates"]), "pareto": sum(c["pareto"] for c in front["candidates"]),
                "chosen": {label: {"costs": c["costs"], "score": c["score"]} for label, c in front["chosen"].items()}}
