@@ -83,7 +83,12 @@ def compress(model: str | nn.Module, out: str | os.PathLike, latency: str | list
         original = rt.measure(measured.reference, shape)
         latency_fn, offered, profile_info = latency_source(lat, model, x, analysis, rt, measured, s, say)
         supernet = None  # the shared weights, when the method scores on them
-        if searcher.shared_weights:
+        if s.proxy:  # search on a cheap proxy, project onto this model (Width Transfer)
+            from .transfer.setup import with_proxy
+
+            searcher = with_proxy(searcher, WeightsContext(model, x, analysis, data, options, say), rt)
+            score, score_kind = searcher.score, searcher.score_kind
+        elif searcher.shared_weights:
             supernet = provide(searcher.shared_weights, WeightsContext(model, x, analysis, data, options, say))
             score, score_kind = supernet.scorer(data["calibration"], data["held_out"]), supernet.score_kind
         else:
@@ -112,6 +117,8 @@ def compress(model: str | nn.Module, out: str | os.PathLike, latency: str | list
                                     latency_measurements=measured.measurements)
             if supernet is not None:
                 report["search"]["supernet"] = supernet.summary()
+            if s.proxy:
+                report["search"]["transfer"] = searcher.save(target / "transfer.json")
             write_reports(target, report)
             reports.append(report)
         if len(budgets) > 1:
