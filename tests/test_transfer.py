@@ -197,3 +197,35 @@ def test_search_on_a_shallower_proxy_writes_target_widths_and_the_projection(tmp
     assert transfer["proxy"]["blocks_per_stage"] == [1, 1, 1] and len(transfer["proxy_search"]["widths"]) == 6
     assert transfer["mapping"]["layers.8.conv1"]["rule"] == "stack-average"
     assert json.loads((out / "front.json").read_text())["chosen"]["0.6x"]["widths"] == widths
+
+
+def test_the_proxy_search_is_budgeted_on_the_targets_costs_or_on_its_own_at_the_same_share():
+    from slimdeploy.search import get_searcher
+    from slimdeploy.transfer.searcher import TransferSearch
+
+    def cost_vector(model, x, analysis):
+        counts = CostModel.build(model, x, ChannelMap.build(model, analysis))
+        full = counts.counts(analysis.space.full())[0]
+        return {LATENCY: lambda w: counts.counts(w)[0] / full, "macs": lambda w: counts.counts(w)[0]}, full
+
+    target = CifarResNet(3, 16).eval()
+    analysis, layout = laid_out(target)
+    proxy = build_proxy(target, X16, parse_proxy("width=0.5,depth=min,cost=proxy"), layout, align=8)
+    projection = Projection.match(analysis.space, layout, proxy.analysis.space, proxy.layout)
+    costs, full = cost_vector(target, X16, analysis)
+    problem = SearchProblem(analysis.space, costs, {LATENCY: 0.5, "macs": 0.6 * full}, lambda w: 0.0, align=8)
+    on_target = TransferSearch(get_searcher("uniform"), proxy, projection, lambda w: 0.0, "zero")
+    sub = on_target.proxy_problem(problem)
+    w = proxy.analysis.space.uniform(0.5, 4)
+    assert sub.limits == problem.limits and sub.cost_of(w) == problem.cost_of(on_target._projected(w, problem))
+    result = on_target.search(problem)
+    assert result.best.feasible and problem.meets(result.widths) and on_target.score(result.widths) == 0.0
+    assert on_target.last["global_scale"] > 0 and set(on_target.last["projected_widths"]) == set(result.widths.widths)
+
+    proxy_costs, proxy_full = cost_vector(proxy.model, proxy.example, proxy.analysis)
+    on_proxy = TransferSearch(get_searcher("uniform"), proxy, projection, lambda w: 0.0, "zero", proxy_costs=proxy_costs)
+    sub = on_proxy.proxy_problem(problem)
+    assert sub.limits == {LATENCY: 0.5, "macs": pytest.approx(0.6 * proxy_full)}
+    assert on_proxy.search(problem).best.feasible
+    with pytest.raises(SlimdeployError, match=r"on the proxy's own costs \(cost=proxy\) the latency limit cannot"):
+        on_proxy.search(SearchProblem(analysis.space, costs, {LATENCY: 0.01}, lambda w: 0.0, align=8))

@@ -13,8 +13,8 @@ from __future__ import annotations
 import time
 from typing import Any, Callable
 
-from ..search import LATENCY, SearchProblem, SearchResult, Searcher
-from ..search.base import Candidate
+from ..errors import SlimdeployError
+from ..search import LATENCY, BudgetUnreachable, Candidate, SearchProblem, SearchResult, Searcher
 from ..space import Widths, atomic_write_text
 from .projection import Projection, fit_scale
 from .proxy import Proxy
@@ -45,7 +45,14 @@ class TransferSearch(Searcher):
     def search(self, problem: SearchProblem) -> SearchResult:
         started = time.perf_counter()
         proxy_problem = self.proxy_problem(problem)
-        found = self.inner.search(proxy_problem)
+        try:
+            found = self.inner.search(proxy_problem)
+        except BudgetUnreachable as exc:
+            if self.proxy_costs is None:  # the target's own costs: the pipeline's message fits
+                raise
+            raise SlimdeployError(f"on the proxy's own costs (cost=proxy) the {exc.constraint} limit cannot be met: "
+                                  f"the smallest proxy widths reach {exc.lowest:.3g} against {exc.limit:.3g}; use "
+                                  f"cost=target or a proxy closer to the model") from None
         multipliers = self.projection.multipliers(found.widths)
         scale, widths = fit_scale(self.projection, multipliers, problem)
         self._scores[widths] = found.score

@@ -40,6 +40,9 @@ def with_proxy(searcher: Searcher, context: WeightsContext, runtime: Runtime) ->
     proxy_options = CompressOptions(
         search=replace(s, align=proxy.align, proxy=None),
         train=replace(t, supernet=None, supernet_epochs=spec.epochs or t.supernet_epochs), latency=options.latency)
+    if not searcher.shared_weights and (spec.epochs or spec.data < 1):
+        proxy.notes.append(f"{searcher.name} trains no weights: epochs and data only change the calibration "
+                           f"batches")
     started = time.perf_counter()
     shared = None
     if searcher.shared_weights:
