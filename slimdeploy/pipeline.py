@@ -74,6 +74,10 @@ def compress(model: str | nn.Module, out: str | os.PathLike, latency: str | list
 
     say(f"analysing channel groups of {spec}")
     analysis = analyse(model, x, ignore)
+    if s.proxy:  # Width Transfer: search on a cheap proxy; groups it cannot match fail here, before measuring
+        from .transfer.setup import with_proxy
+
+        searcher = with_proxy(searcher, WeightsContext(model, x, analysis, data, options, say), rt)
     cost_model = CostModel.build(model, x, ChannelMap.build(model, analysis))
     macs0, params0 = count_macs_params(model, x)
     measured = MeasuredLatency(model, x, analysis, rt)
@@ -83,10 +87,7 @@ def compress(model: str | nn.Module, out: str | os.PathLike, latency: str | list
         original = rt.measure(measured.reference, shape)
         latency_fn, offered, profile_info = latency_source(lat, model, x, analysis, rt, measured, s, say)
         supernet = None  # the shared weights, when the method scores on them
-        if s.proxy:  # search on a cheap proxy, project onto this model (Width Transfer)
-            from .transfer.setup import with_proxy
-
-            searcher = with_proxy(searcher, WeightsContext(model, x, analysis, data, options, say), rt)
+        if s.proxy:
             score, score_kind = searcher.score, searcher.score_kind
         elif searcher.shared_weights:
             supernet = provide(searcher.shared_weights, WeightsContext(model, x, analysis, data, options, say))

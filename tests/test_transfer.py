@@ -229,3 +229,13 @@ def test_the_proxy_search_is_budgeted_on_the_targets_costs_or_on_its_own_at_the_
     assert on_proxy.search(problem).best.feasible
     with pytest.raises(SlimdeployError, match=r"on the proxy's own costs \(cost=proxy\) the latency limit cannot"):
         on_proxy.search(SearchProblem(analysis.space, costs, {LATENCY: 0.01}, lambda w: 0.0, align=8))
+
+
+def test_compress_refuses_a_proxy_it_cannot_match_before_measuring_anything(tmp_path):
+    from slimdeploy.pipeline import compress
+
+    lines = []
+    with pytest.raises(Unmappable, match=r"cannot map \d+ channel group\(s\).*stem\.0"):  # narrowed to 1 channel
+        compress("slimdeploy.models:cifar_resnet8", tmp_path / "c", latency="0.5x", input_shape=(1, 3, 16, 16),
+                 proxy="width=0.05", say=lines.append)
+    assert list(tmp_path.iterdir()) == [] and not any("measuring" in line for line in lines)

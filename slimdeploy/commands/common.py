@@ -72,10 +72,8 @@ def search_settings(args) -> dict:
                 "align": args.align, "latency_model": args.latency_model, "samples": args.samples, "db": args.db}
     if args.min_width is not None:
         settings["min_fraction"] = args.min_width
-    if args.proxy is not None:
-        from ..transfer import parse_proxy
-
-        settings["proxy"] = parse_proxy(args.proxy).text()
+    if args.proxy is not None:  # checked by CompressOptions.check, before any work
+        settings["proxy"] = args.proxy
     return settings
 
 
