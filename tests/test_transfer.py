@@ -52,6 +52,7 @@ def test_a_proxy_spec_is_parsed_to_its_canonical_form_and_mistakes_name_the_fix(
     ("slimdeploy.models:cifar_resnet20", (1, 3, 16, 16), [3, 3, 3]),
     ("torchvision:resnet18", (1, 3, 32, 32), [2, 2, 2, 2]),
     ("torchvision:mobilenet_v2", (1, 3, 32, 32), [1, 1, 2, 3, 4, 3, 3, 1, 1]),
+    ("torchvision:efficientnet_b0", (1, 3, 32, 32), [1, 1, 2, 2, 3, 3, 4, 1, 1]),  # stages nested in Sequentials
 ])
 def test_stages_are_found_from_the_module_tree_and_tied_widths_sit_in_a_stage_first_block(spec, shape, blocks):
     torch.manual_seed(0)

@@ -1,7 +1,8 @@
 """Where each channel group sits in a model: (stage, block, slot), found from the module tree.
 
 A *block* is a child of a `nn.Sequential` or `nn.ModuleList` that holds convolutions or linear
-layers and is not one itself; consecutive blocks of the same class form a *run*. A run splits
+layers and is neither one itself nor a list of blocks (torchvision's EfficientNet and RegNet keep
+each stage in a `Sequential` of blocks); consecutive blocks of the same class form a *run*. A run splits
 into *stages* at every block that changes the shape of what flows through it (a stride or a
 width change), so a stage is a leading block followed by shape-preserving blocks, the ones a
 shallower proxy may drop. This finds the stages of torchvision ResNets and MobileNets,
@@ -110,33 +111,31 @@ def _class_name(module: nn.Module) -> str:
     return f"{type(module).__module__}.{type(module).__qualname__}"
 
 
-def _is_block(module: nn.Module) -> bool:
+def _has_layers(module: nn.Module) -> bool:
     return (not isinstance(module, ROOT_TYPES) and any(True for _ in module.children())
             and any(isinstance(m, ROOT_TYPES) for m in module.modules()))
 
 
+def _is_block(module: nn.Module) -> bool:
+    """Holds layers and is not itself a list of blocks (a `Sequential` of convs and norms is a block)."""
+    return _has_layers(module) and not (isinstance(module, CONTAINERS)
+                                        and any(_has_layers(child) for child in module.children()))
+
+
 def _runs(module: nn.Module, path: str) -> Iterator[tuple[str, list[tuple[str, nn.Module]]]]:
-    """(container path, consecutive same-class blocks) for every container, not looking inside blocks."""
-    children = list(module.named_children())
-    blocks: set[int] = set()
-    if isinstance(module, CONTAINERS):
-        run: list[tuple[str, nn.Module]] = []
-        for name, child in children:
-            if not _is_block(child):
-                if run:
-                    yield path, run
-                run = []
-                continue
-            if run and type(run[-1][1]) is not type(child):
-                yield path, run
-                run = []
-            run.append((_join(path, name), child))
-            blocks.add(id(child))
-        if run:
+    """(container path, consecutive same-class blocks) in module order, not looking inside blocks."""
+    run: list[tuple[str, nn.Module]] = []
+    for name, child in module.named_children():
+        block = isinstance(module, CONTAINERS) and _is_block(child)
+        if run and not (block and type(run[-1][1]) is type(child)):
             yield path, run
-    for name, child in children:
-        if id(child) not in blocks:
+            run = []
+        if block:
+            run.append((_join(path, name), child))
+        else:
             yield from _runs(child, _join(path, name))
+    if run:
+        yield path, run
 
 
 def _block_shapes(model: nn.Module, example: torch.Tensor, paths: set[str]) -> dict[str, tuple]:
