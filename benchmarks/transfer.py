@@ -2,7 +2,7 @@
 
     python benchmarks/transfer.py --json /tmp/transfer.json                  # everything, 3 seeds
     python benchmarks/transfer.py --parts resnet20 --seeds 0 --json /tmp/t.json --no-write
-    python benchmarks/transfer.py --from-json /tmp/transfer.json             # re-render RESULTS.md only
+    python benchmarks/transfer.py --from-json --json /tmp/transfer.json      # re-render RESULTS.md only
 
 Needs Fashion-MNIST (Debian package `dataset-fashion-mnist`); stops with that message when missing.
 
@@ -18,14 +18,16 @@ pipeline's own calls; training MACs = 3 (forward + backward) × sandwich size 4 
 (the supernet masks, so every sub-network costs a full-width pass) × images × epochs; scoring MACs
 = candidates × (held-out + 3 calibration batches) × full-width MACs; and per budget the delivered
 test accuracy, measured latency ratio and per-group multipliers. Rank correlation: Spearman
-between the proxy's projected multipliers (before rounding) and the direct search's, per group
-of the target, same seed and budget; the direct-vs-direct figure (two seeds) is its noise floor.
+(average ranks for ties) between the delivered per-group multipliers (kept / full) of the proxy
+run and of the direct run, over every group of the target, same seed and budget; groups the
+latency staircase leaves at full width tie at 1.0 in both. The direct-vs-direct figure (pairs
+of seeds) is its noise floor.
 
-**Invariance study** (`invariance`). CIFAR ResNets trained as supernets from scratch on the same
-Fashion-MNIST subset, each searched directly by evolution at MACs ≤ 0.5× its own (MACs, not
-latency, as the paper; no runtime noise): widths ×0.5/×1/×2 (8, 16, 32 base channels), depths 1, 2,
-3 blocks per stage (ResNet-8/14/20) and resolutions 14/28/42 px around the base ResNet-14, 16
-channels, 28 px. Multipliers are compared per position (stem, and per stage its tied width and its
+**Invariance study** (`invariance`). CIFAR ResNets trained from scratch on the same Fashion-MNIST
+subset (2 plain epochs, then 1 supernet epoch), each searched directly by evolution at MACs ≤ 0.5×
+its own (MACs, not latency, as the paper; no runtime noise): widths ×0.5/×1/×2 (8, 16, 32 base
+channels), depths 1 and 2 blocks per stage (ResNet-8/14) and resolutions 28/14 px around the base
+ResNet-8, 16 channels, 28 px. Multipliers are compared per position (stem, and per stage its tied width and its
 blocks' mid width averaged over blocks): Pearson and Spearman against the base, same seed, and
 base against base across seeds (the noise floor).
 
@@ -56,15 +58,15 @@ TRACKS = {
                  "train": 3000, "val": 1000, "pretrain_epochs": 4, "pretrain_lr": 0.05, "budgets": "0.3x,0.5x",
                  "align": 4, "lr": 0.01},
     "lite0": {"spec": "slimdeploy.pretrained:efficientnet_lite0_10", "shape": (1, 3, 64, 64),
-              "data": "transfer:fashion_imagenet", "train": 2000, "val": 1000, "pretrain_epochs": 1,
+              "data": "transfer:fashion_imagenet", "train": 1500, "val": 500, "pretrain_epochs": 1,
               "pretrain_lr": 0.01, "budgets": "0.5x", "align": 8, "lr": 0.005},
 }
-SEARCH = {"population": 12, "generations": 4, "parents": 6}
+SEARCH = {"population": 8, "generations": 3, "parents": 4}
 INVARIANCE = {  # name: (blocks per stage, base channels, resolution)
-    "base": (2, 16, 28), "width x0.5": (2, 8, 28), "width x2": (2, 32, 28), "depth 1": (1, 16, 28),
-    "depth 3": (3, 16, 28), "resolution 14": (2, 16, 14), "resolution 42": (2, 16, 42)}
-INVARIANCE_DATA = 2500
-INVARIANCE_EPOCHS = 1
+    "base": (1, 16, 28), "width x0.5": (1, 8, 28), "width x2": (1, 32, 28), "depth 2": (2, 16, 28),
+    "resolution 14": (1, 16, 14)}
+INVARIANCE_DATA = 2000
+INVARIANCE_PRETRAIN = 2   # plain epochs before the supernet epoch (a supernet from scratch on 2k images learns nothing)
 SANDWICH = 4
 
 
@@ -266,6 +268,7 @@ def run_invariance(name: str, seed: int, say) -> dict:
     from slimdeploy.scoring import scoring_data
     from slimdeploy.search import LATENCY, SearchProblem, get_searcher
     from slimdeploy.supernet import Supernet, SupernetTraining, train_supernet
+    from slimdeploy.train import train_classifier
     from slimdeploy.transfer.layout import Layout
 
     blocks, width, res = INVARIANCE[name]
@@ -277,9 +280,10 @@ def run_invariance(name: str, seed: int, say) -> dict:
     data = scoring_data("transfer:fashion_gray", tuple(x.shape), 64, seed)
     align = max(1, width // 4)
     started = time.perf_counter()
+    train_classifier(model, data["train"], epochs=INVARIANCE_PRETRAIN, lr=0.05, seed=seed)
+    model.eval()
     supernet = Supernet(model, x, analysis, align=align)
-    train_supernet(supernet, data["train_set"], SupernetTraining(epochs=INVARIANCE_EPOCHS, lr=0.05, seed=seed),
-                   say=lambda text: None)
+    train_supernet(supernet, data["train_set"], SupernetTraining(epochs=1, lr=0.01, seed=seed), say=lambda text: None)
     trained = time.perf_counter() - started
     costs = CostModel.build(model, x, ChannelMap.build(model, analysis))
     macs0 = costs.counts(analysis.space.full())[0]
@@ -341,7 +345,7 @@ def transfer_tables(rows: list[dict]) -> str:
             p = [proxy[s]["budgets"][b] for s in sorted(proxy)]
             diff = [proxy[s]["budgets"][b]["accuracy"] - direct[s]["budgets"][b]["accuracy"] for s in seeds]
             groups = sorted(d[0]["multipliers"]) if d else []
-            rho = [spearman([proxy[s]["budgets"][b]["projected"][g] for g in groups],
+            rho = [spearman([proxy[s]["budgets"][b]["multipliers"][g] for g in groups],
                             [direct[s]["budgets"][b]["multipliers"][g] for g in groups]) for s in seeds]
             floor = [spearman([direct[a]["budgets"][b]["multipliers"][g] for g in groups],
                               [direct[c]["budgets"][b]["multipliers"][g] for g in groups])
@@ -392,7 +396,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--parts", default="resnet20,lite0,invariance")
     parser.add_argument("--seeds", default=",".join(map(str, SEEDS)))
-    parser.add_argument("--json", default=str(Path(tempfile.gettempdir()) / "slimdeploy-transfer-bench.json"))
+    parser.add_argument("--json", default=str(Path(tempfile.gettempdir()) / "slimdeploy-transfer-bench.json"),
+                        help="runs are appended to this file and skipped when there; several, comma-separated, "
+                             "are all read (the tables cover them all)")
     parser.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "slimdeploy-transfer-bench"))
     parser.add_argument("--from-json", action="store_true", help="render RESULTS.md from --json, run nothing")
     parser.add_argument("--no-write", action="store_true", help="print the tables, leave RESULTS.md alone")
@@ -404,8 +410,9 @@ def main(argv=None) -> int:
         print(f"Fashion-MNIST is missing ({FASHION_MNIST_DIR}): apt-get install -y dataset-fashion-mnist",
               file=sys.stderr)
         return 2
-    path = Path(args.json)
-    rows = json.loads(path.read_text()) if path.exists() else []
+    paths = [Path(p) for p in args.json.split(",")]
+    path = paths[0]  # runs are appended here; every file listed is read (parts run as separate processes)
+    rows = [r for p in paths if p.exists() for r in json.loads(p.read_text())]
     if not args.from_json:
         import torch
 
@@ -415,9 +422,9 @@ def main(argv=None) -> int:
         say = lambda text: print(text, flush=True)  # noqa: E731
         seeds = [int(s) for s in args.seeds.split(",")]
         parts = args.parts.split(",")
-        jobs = [("transfer", t, v, s) for t in ("resnet20", "lite0") if t in parts for s in seeds
-                for v in ("direct", "proxy")]
+        jobs = [("transfer", "resnet20", v, s) for s in seeds for v in ("direct", "proxy") if "resnet20" in parts]
         jobs += [("invariance", n, None, s) for s in seeds for n in INVARIANCE if "invariance" in parts]
+        jobs += [("transfer", "lite0", v, s) for s in seeds for v in ("direct", "proxy") if "lite0" in parts]
         for kind, name, variant, seed in jobs:
             key = (kind, name, variant, seed)
             if any((r.get("kind"), r.get("track", r.get("name")), r.get("variant"), r["seed"]) == key for r in rows):
@@ -430,7 +437,8 @@ def main(argv=None) -> int:
                 traceback.print_exc()
                 continue
             rows.append({"kind": kind, **row})
-            path.write_text(json.dumps(rows, indent=1))
+            mine = json.loads(path.read_text()) if path.exists() else []
+            path.write_text(json.dumps(mine + [rows[-1]], indent=1))
     transfers = [r for r in rows if r.get("kind") == "transfer"]
     invariance = [r for r in rows if r.get("kind") == "invariance"]
     command = "python benchmarks/transfer.py " + " ".join(sys.argv[1:] if argv is None else argv)
