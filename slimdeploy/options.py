@@ -23,6 +23,7 @@ class SearchOptions:
     align: int = 8                  # widths are multiples of this (and of a group's own divisor)
     min_fraction: float = MIN_WIDTH_FRACTION  # the narrowest a group may be made
     retries: int = 2                # re-searches with a tighter target when the delivered model measures over
+    proxy: str | None = None        # search on a cheap proxy and project (transfer.parse_proxy: "width=0.5,data=0.2")
 
 
 @dataclass
@@ -80,6 +81,13 @@ class CompressOptions:
             raise SlimdeployError(f"a latency model needs at least 8 samples, got {lat.samples}")
         if not 0 < s.min_fraction <= 1 or s.align < 1 or s.retries < 0:
             raise SlimdeployError("min_fraction must be in (0, 1], align >= 1 and retries >= 0")
+        if s.proxy is not None:
+            from .transfer.spec import parse_proxy
+
+            s.proxy = parse_proxy(s.proxy).text()
+            if t.supernet:
+                raise SlimdeployError("a proxy search trains its own shared weights on the proxy; give --proxy or "
+                                      "--supernet, not both")
 
     def to_json(self) -> dict[str, Any]:
         out = {name: {f.name: getattr(group, f.name) for f in fields(group)}

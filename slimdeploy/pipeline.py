@@ -79,6 +79,10 @@ def compress(model: str | nn.Module, out: str | os.PathLike, latency: str | list
 
     say(f"analysing channel groups of {spec}")
     analysis = analyse(model, x, ignore)
+    if s.proxy:  # Width Transfer: search on a cheap proxy; groups it cannot match fail here, before measuring
+        from .transfer.setup import with_proxy
+
+        searcher = with_proxy(searcher, WeightsContext(model, x, analysis, data, options, say), rt)
     cost_model = CostModel.build(model, x, ChannelMap.build(model, analysis))
     macs0, params0 = count_macs_params(model, x)
     measured = MeasuredLatency(model, x, analysis, rt)
@@ -88,7 +92,9 @@ def compress(model: str | nn.Module, out: str | os.PathLike, latency: str | list
         original = rt.measure(measured.reference, shape)
         latency_fn, offered, profile_info = latency_source(lat, model, x, analysis, rt, measured, s, say)
         supernet = None  # the shared weights, when the method scores on them
-        if searcher.shared_weights:
+        if s.proxy:
+            score, score_kind = searcher.score, searcher.score_kind
+        elif searcher.shared_weights:
             supernet = provide(searcher.shared_weights, WeightsContext(model, x, analysis, data, options, say))
             score, score_kind = supernet.scorer(data["calibration"], data["held_out"]), supernet.score_kind
         else:
@@ -117,6 +123,8 @@ def compress(model: str | nn.Module, out: str | os.PathLike, latency: str | list
                                     latency_measurements=measured.measurements)
             if supernet is not None:
                 report["search"]["supernet"] = supernet.summary()
+            if s.proxy:
+                report["search"]["transfer"] = searcher.save(target / "transfer.json")
             write_reports(target, report)
             reports.append(report)
             searched.append((budget.label, result, limits["latency_ms"] / original.median_ms))

@@ -58,6 +58,10 @@ def add_search_args(p: argparse.ArgumentParser, default: str = "uniform") -> Non
                         "candidate), or a directory from `slimdeploy profile`")
     p.add_argument("--samples", type=int, default=24, help="configurations measured to fit the latency model")
     p.add_argument("--db", help="latency database (default: the user cache, or $SLIMDEPLOY_DB)")
+    p.add_argument("--proxy", metavar="KEY=VALUE,...",
+                   help="search on a cheap proxy and project its widths onto the model (Width Transfer), e.g. "
+                        "width=0.5,depth=min,resolution=0.5,data=0.2; keys: width, depth (min or N), resolution "
+                        "(fraction or Npx), data, epochs, stack (last|average|interpolate), cost (target|proxy)")
 
 
 def search_settings(args) -> dict:
@@ -68,6 +72,8 @@ def search_settings(args) -> dict:
                 "align": args.align, "latency_model": args.latency_model, "samples": args.samples, "db": args.db}
     if args.min_width is not None:
         settings["min_fraction"] = args.min_width
+    if args.proxy is not None:  # checked by CompressOptions.check, before any work
+        settings["proxy"] = args.proxy
     return settings
 
 

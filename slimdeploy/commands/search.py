@@ -79,8 +79,14 @@ def run(args) -> int:
     seed = args.seed if args.seed is not None else trained.get("config", {}).get("seed", 0)
     options.train.seed = seed
     data = scoring_data(args.data, tuple(example.shape), args.batch_size, seed)
-    shared = provide(searcher.shared_weights, WeightsContext(model, example, analysis, data, options, say,
-                                                             workdir=out / searcher.shared_weights))
+    context = WeightsContext(model, example, analysis, data, options, say, workdir=out / searcher.shared_weights)
+    shared = None
+    if options.search.proxy:  # the weights are trained on the proxy (Width Transfer)
+        from ..transfer.setup import with_proxy
+
+        searcher = with_proxy(searcher, context, options.latency.runtime)
+    else:
+        shared = provide(searcher.shared_weights, context)
     cost_model = CostModel.build(model, example, ChannelMap.build(model, analysis))
     macs0, params0 = count_macs_params(model, example)
     rt = options.latency.runtime
@@ -89,7 +95,8 @@ def run(args) -> int:
         original_ms = rt.measure(measured.reference, tuple(example.shape)).median_ms if absolute else 1.0
         latency, offered, info = latency_source(options.latency, model, example, analysis, rt, measured,
                                                 options.search, say)
-        score = functools.cache(shared.scorer(data["calibration"], data["held_out"]))
+        score = searcher.score if options.search.proxy else functools.cache(shared.scorer(data["calibration"],
+                                                                                           data["held_out"]))
         costs = search_costs(cost_model, latency)
         s = options.search
         evaluated, chosen, targets, results = [], [], [], []
@@ -98,7 +105,8 @@ def run(args) -> int:
             target = limits["latency_ms"] / original_ms
             log = SearchLog(out / f"search-{budget.label}.json", {"method": args.method, "options": s.search_options,
                                                                  "budget": budget.to_json(), "align": s.align,
-                                                                 "min_fraction": s.min_fraction},
+                                                                 "min_fraction": s.min_fraction,
+                                                                 **({"proxy": s.proxy} if s.proxy else {})},
                             writable=dist.is_main())
             problem = SearchProblem(analysis.space, costs, search_limits(limits, target), score, s.align,
                                     s.min_fraction, offered, say, log=log, shared=shared)
@@ -107,6 +115,8 @@ def run(args) -> int:
             name = "widths.json" if len(budgets) == 1 else f"widths-{budget.label}.json"
             if dist.is_main():
                 result.widths.save(out / name)
+                if s.proxy:
+                    searcher.save(out / name.replace("widths", "transfer"))
             evaluated += result.evaluated
             chosen.append((budget.label, result.best))
             targets.append(target)
