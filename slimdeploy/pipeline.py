@@ -30,7 +30,7 @@ from .inspection import count_macs_params
 from .latency.oracle import MeasuredLatency
 from .options import CompressOptions
 from .problem import check_latency_source, latency_source, resolve_runtime, search_costs, search_limits
-from .report import write_reports, write_summary
+from .report import write_front, write_reports, write_summary
 from .scoring import original_scorer, scoring_data
 from .search import LATENCY, BudgetUnreachable, SearchProblem, get_searcher
 from .shared_weights import WeightsContext, provide
@@ -84,13 +84,14 @@ def compress(model: str | nn.Module, out: str | os.PathLike, latency: str | list
         latency_fn, offered, profile_info = latency_source(lat, model, x, analysis, rt, measured, s, say)
         supernet = None  # the shared weights, when the method scores on them
         if searcher.shared_weights:
-            supernet = provide(searcher.shared_weights, WeightsContext(model, x, analysis, data, options, say))
+            supernet = provide(searcher.shared_weights, WeightsContext(model, x, analysis, data, options, say,
+                                                                        latency_fn, offered))
             score, score_kind = supernet.scorer(data["calibration"], data["held_out"]), supernet.score_kind
         else:
             score, score_kind = original_scorer(model, x, analysis, data, s.importance)
         costs = search_costs(cost_model, latency_fn)
         score = functools.cache(score)  # shared by every budget and retry
-        reports = []
+        reports, fronts = [], []
         for budget in budgets:
             target = staging / budget.label if len(budgets) > 1 else staging
             limits = budget.resolve(original.median_ms, macs0, params0)
@@ -114,6 +115,10 @@ def compress(model: str | nn.Module, out: str | os.PathLike, latency: str | list
                 report["search"]["supernet"] = supernet.summary()
             write_reports(target, report)
             reports.append(report)
+            fronts.append((budget.label, result, limits["latency_ms"] / original.median_ms))
+        if supernet is not None:  # the accuracy–latency front of everything scored on the shared weights
+            write_front(staging, [c for _, r, _ in fronts for c in r.evaluated], [(b, r.best) for b, r, _ in fronts],
+                        [t for _, _, t in fronts], f"{spec}: {s.method} on shared weights")
         if len(budgets) > 1:
             summary = write_summary(staging, reports, spec)
         replace_dir(staging, out, markers=(MANIFEST, "summary.json"))

@@ -21,15 +21,25 @@ import torch.nn as nn
 from .analysis import Analysis
 from .errors import SlimdeployError
 from .options import CompressOptions
+from .space import Widths
 
 PROVIDERS = {
     "supernet": "slimdeploy.supernet.provider:provide",
+    "pareco": "slimdeploy.supernet.pareco_provider:pareco",
+    "slim-uniform": "slimdeploy.supernet.pareco_provider:slim_uniform",
+    "twostage": "slimdeploy.supernet.pareco_provider:twostage",
+    "cafenet": "slimdeploy.supernet.cafenet_provider:provide",
 }
 
 
 @dataclass
 class WeightsContext:
-    """What a provider may use: the model, its analysis, the scoring data, the options, a progress line."""
+    """What a provider may use: the model, its analysis, the scoring data, the options, a progress line.
+
+    `latency` (widths → latency ratio to the original, the search's cost) and `offered` (the
+    latency staircase's widths per group) are given when the caller has a latency source;
+    methods whose training depends on cost (PareCO, CafeNet) use them.
+    """
 
     model: nn.Module
     example: torch.Tensor
@@ -37,6 +47,8 @@ class WeightsContext:
     data: dict[str, Any]
     options: CompressOptions
     say: Callable[[str], None]
+    latency: Callable[[Widths], float] | None = None
+    offered: dict[str, list[int]] | None = None
 
 
 def provide(kind: str, context: WeightsContext) -> Any:

@@ -78,7 +78,6 @@ def run(args) -> int:
     seed = args.seed if args.seed is not None else trained.get("config", {}).get("seed", 0)
     options.train.seed = seed
     data = scoring_data(args.data, tuple(example.shape), args.batch_size, seed)
-    shared = provide(searcher.shared_weights, WeightsContext(model, example, analysis, data, options, say))
     cost_model = CostModel.build(model, example, ChannelMap.build(model, analysis))
     macs0, params0 = count_macs_params(model, example)
     rt = options.latency.runtime
@@ -87,6 +86,8 @@ def run(args) -> int:
         original_ms = rt.measure(measured.reference, tuple(example.shape)).median_ms if absolute else 1.0
         latency, offered, info = latency_source(options.latency, model, example, analysis, rt, measured,
                                                 options.search, say)
+        shared = provide(searcher.shared_weights, WeightsContext(model, example, analysis, data, options, say,
+                                                                 latency, offered))
         score = functools.cache(shared.scorer(data["calibration"], data["held_out"]))
         costs = search_costs(cost_model, latency)
         s = options.search
