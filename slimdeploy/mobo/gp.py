@@ -101,6 +101,18 @@ class Surrogate:
                           options={"maxiter": self.max_iter})
         return result.x, result.fun
 
+    @property
+    def theta(self) -> list[float] | None:
+        """The last fit's log hyper-parameters (the next fit starts there); None before any fit."""
+        return None if self.model is None else self.model.kernel_.theta.tolist()
+
+    def start_from(self, theta: list[float] | None) -> None:
+        """Start the next fit from `theta` (a checkpoint's), or from the defaults with None."""
+        self.model = None
+        if theta is not None:
+            self.model = GaussianProcessRegressor(self.kernel)
+            self.model.kernel_ = self.kernel.clone_with_theta(np.asarray(theta, float))
+
     def fit(self, X: np.ndarray, y: np.ndarray) -> "Surrogate":
         start = self.model.kernel_ if self.model is not None else self.kernel
         self.model = GaussianProcessRegressor(start, optimizer=self._optimizer, normalize_y=False,

@@ -64,6 +64,14 @@ class MoboSampler:
         levels = {tuple(sorted(self.uniform(s).items())) for s in np.linspace(0.0, 1.0, 401)}
         self.warmup = max(2, min(prior_points, len(levels)))  # a coarse grid has fewer uniform vectors
 
+    def state(self) -> dict[str, list[float] | None]:
+        """Where the surrogates' next fits start (saved in checkpoints, so a resumed run proposes the same)."""
+        return {"loss": self._loss_gp.theta, "cost": self._cost_gp.theta}
+
+    def restore(self, state: Mapping[str, list[float] | None]) -> None:
+        self._loss_gp.start_from(state.get("loss"))
+        self._cost_gp.start_from(state.get("cost"))
+
     # -- widths from multipliers --------------------------------------------------------------
     def history(self) -> History:
         return History(self.groups, {g: c[-1] for g, c in self.choices.items()},

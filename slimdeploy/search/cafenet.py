@@ -34,6 +34,8 @@ class CafeNetSearch(EvolutionSearch):
                          crossovers=crossovers, mutation_prob=mutation_prob, lower_bound=lower_bound, jitter=jitter,
                          seed=seed)
         self.zone, self.placements, self.granularity = zone, placements, granularity
+        if zone < 0 or placements < 1 or not granularity > 0:
+            raise SlimdeployError("search method 'cafenet' needs zone >= 0, placements >= 1 and granularity > 0")
 
     def search(self, problem: SearchProblem) -> SearchResult:
         bins = getattr(problem.shared, "bins", None)

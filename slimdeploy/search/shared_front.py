@@ -48,6 +48,9 @@ class FrontSearch(Searcher):
         self.beta, self.baseline, self.rho, self.bins, self.pareto_aware = beta, baseline, rho, bins, pareto_aware
         self.raw_samples, self.search_steps, self.tolerance = raw_samples, search_steps, tolerance
         self.refine, self.until_cost, self.seed = refine, until_cost, seed
+        if visits < 2 or num_sampled < 1 or prior_points < 2 or refine < 0 or raw_samples < 1 or bins < 1:
+            raise SlimdeployError(f"search method {self.name!r} needs visits >= 2, num_sampled >= 1, prior_points "
+                                  f">= 2, refine >= 0, raw_samples >= 1 and bins >= 1")
 
     def search(self, problem: SearchProblem) -> SearchResult:
         full = problem.full()

@@ -126,6 +126,19 @@ def sample_bins(bins: Mapping[str, list[int]], rng: random.Random) -> dict[str, 
     return {g: rng.choice(ws) for g, ws in bins.items()}
 
 
+def min_loss_keep(supernet: Supernet, model: nn.Module, keeps: list[Keep], inputs: torch.Tensor,
+                  target: torch.Tensor) -> Keep:
+    """The channel set whose sub-network's distillation loss against `target` is lowest (no gradients)."""
+    if len(keeps) == 1:
+        return keeps[0]
+    losses = []
+    with torch.no_grad():
+        for keep in keeps:
+            with supernet.active(keep=keep):
+                losses.append(float(distillation_loss(logits_of(model(inputs)), target, temperature=1.0)))
+    return keeps[min(range(len(keeps)), key=losses.__getitem__)]
+
+
 def minmin_step(supernet: Supernet, sharing: LocalFreeSharing, bins: Mapping[str, list[int]], n: int = 4,
                 placements: int = 2, seed: int = 0) -> StepFn:
     """A `TrainLoop` step: full network on labels; narrowest and n − 2 binned widths, each at its min-loss placement."""
@@ -142,16 +155,8 @@ def minmin_step(supernet: Supernet, sharing: LocalFreeSharing, bins: Mapping[str
             loss.backward()
         target, losses = logits.detach(), [float(loss.detach())]
         for widths in [smallest] + [sample_bins(bins, rng) for _ in range(n - 2)]:
-            options = sharing.draw(widths, placements, rng)
-            keep = sharing.keep(widths, options[0])
-            if len(options) > 1:
-                with torch.no_grad():
-                    scored = []
-                    for p in options:
-                        k = sharing.keep(widths, p)
-                        with supernet.active(keep=k):
-                            scored.append((float(distillation_loss(logits_of(model(inputs)), target, 1.0)), k))
-                keep = min(scored, key=lambda s: s[0])[1]
+            keeps = [sharing.keep(widths, p) for p in sharing.draw(widths, placements, rng)]
+            keep = min_loss_keep(supernet, model, keeps, inputs, target)
             with supernet.active(keep=keep):
                 loss = distillation_loss(logits_of(model(inputs)), target, temperature=1.0)
                 loss.backward()

@@ -34,10 +34,11 @@ import torch.nn.functional as F
 
 from ..mobo import History, MoboSampler, successive_fronts
 from ..space import Widths
-from ..train import LoopState, distillation_loss, logits_of, unpack
+from ..train import EpochBatches, LoopState, distillation_loss, logits_of, unpack
 from ..train.evaluate import model_device, preserved_buffers
 from .core import Supernet
-from .training import StepFn
+from .runner import run_training
+from .training import StepFn, SupernetTraining
 
 MODES = ("pareco", "uniform")
 
@@ -78,14 +79,17 @@ class ParecoRun:
     history: History
     active: list[dict[str, int]] = field(default_factory=list)
     gp_seconds: list[float] = field(default_factory=list)
+    surrogates: dict[str, Any] = field(default_factory=dict)  # where the next GP fits start
 
     def to_json(self) -> dict[str, Any]:
-        return {"history": self.history.to_json(), "active": self.active, "gp_seconds": self.gp_seconds}
+        return {"history": self.history.to_json(), "active": self.active, "gp_seconds": self.gp_seconds,
+                "surrogates": self.surrogates}
 
     def load_json(self, data: Mapping[str, Any]) -> None:
         self.history = History.from_json(data["history"])
         self.active = [dict(a) for a in data["active"]]
         self.gp_seconds = list(data["gp_seconds"])
+        self.surrogates = dict(data.get("surrogates") or {})
 
 
 def batch_losses(supernet: Supernet, widths: list[Mapping[str, int]], inputs: torch.Tensor,
@@ -107,7 +111,9 @@ def propose(sampler: MoboSampler, run: ParecoRun, mode: str, n: int, rng: np.ran
     if mode == "uniform":
         return [sampler.uniform(float(rng.uniform(0.0, 1.0))) for _ in range(n)]
     before = len(sampler.gp_seconds)
+    sampler.restore(run.surrogates)
     proposals = sampler.propose(run.history, n, rng)
+    run.surrogates = sampler.state()
     run.gp_seconds += sampler.gp_seconds[before:]
     return proposals
 
@@ -143,6 +149,22 @@ def pareco_step(supernet: Supernet, run: ParecoRun, sampler: MoboSampler, mode: 
             losses.append(float(loss.detach()))
         return {"loss": losses[0], "loss_smallest": losses[-1]}
     return step
+
+
+def train_joint(supernet: Supernet, train_set, training: SupernetTraining, settings: ParecoSettings,
+                cost: Callable[[Mapping[str, int]], float], mode: str = "pareco", kind: str = "pareco",
+                out=None, resume: bool = False, say: Callable[[str], None] = print) -> ParecoWeights:
+    """Train `supernet` in place with PareCO (or Slim's uniform widths); checkpointed in `out`, resumable."""
+    choices = {g.name: supernet.choices(g.name) for g in supernet.space}
+    sampler = settings.sampler(choices, cost, training.seed)
+    steps = len(EpochBatches(train_set, training.batch_size, seed=training.seed)) * training.epochs
+    tau = max(1, round(steps * settings.num_sampled / max(settings.visits, 1)))
+    run = ParecoRun(sampler.history())
+    say(f"{kind}: training shared weights and widths jointly for {training.epochs} epoch(s) "
+        f"(τ = {tau} steps, about {settings.visits} width vectors)")
+    step = pareco_step(supernet, run, sampler, mode, tau, settings.num_sampled, training.seed)
+    result = run_training(supernet, train_set, training, step, run, kind, out=out, resume=resume, say=say)
+    return ParecoWeights(supernet, run, sampler, mode, kind, {**result, "tau": tau})
 
 
 def mobo_search(supernet: Supernet, sampler: MoboSampler, batch, visits: int, n: int, seed: int,

@@ -17,8 +17,7 @@ from ..space import Widths
 from ..train import unpack
 from ..train.evaluate import model_device
 from .core import Supernet
-from .pareco import ParecoRun, batch_losses, ParecoSettings, ParecoWeights, mobo_search, pareco_step
-from .runner import run_training
+from .pareco import ParecoSettings, ParecoWeights, batch_losses, mobo_search, train_joint
 from .store import load_supernet
 from .training import SupernetTraining, train_supernet
 
@@ -54,17 +53,12 @@ def _joint(context, kind: str, mode: str) -> ParecoWeights:
                               f"takes a sandwich supernet (methods slim, evolution, twostage)")
     settings, training = _settings(context)
     supernet = _supernet(context)
-    sampler = settings.sampler(_choices(supernet), _cost(context, supernet), training.seed)
-    steps = -(-len(context.data["train_set"]) // training.batch_size) * training.epochs
-    tau = max(1, round(steps * settings.num_sampled / max(settings.visits, 1)))
-    run = ParecoRun(sampler.history())
-    context.say(f"{kind}: training shared weights and widths jointly for {training.epochs} epoch(s) "
-                f"(τ = {tau} steps, about {settings.visits} width vectors)")
-    step = pareco_step(supernet, run, sampler, mode, tau, settings.num_sampled, training.seed)
-    result = run_training(supernet, context.data["train_set"], training, step, run, kind, say=context.say)
+    weights = train_joint(supernet, context.data["train_set"], training, settings, _cost(context, supernet), mode,
+                          kind, say=context.say)
     inputs, labels = unpack(context.data["calibration"][0], model_device(supernet))
-    run.history.rescore(batch_losses(supernet, [v.widths for v in run.history.visits], inputs, labels))
-    return ParecoWeights(supernet, run, sampler, mode, kind, {**result, "tau": tau})
+    history = weights.run.history  # re-measured once with the final weights, for the front
+    history.rescore(batch_losses(supernet, [v.widths for v in history.visits], inputs, labels))
+    return weights
 
 
 def _settings(context) -> tuple[ParecoSettings, SupernetTraining]:
