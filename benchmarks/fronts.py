@@ -2,7 +2,8 @@
 
     python benchmarks/fronts.py                                   # 3 seeds, writes RESULTS.md sections
     python benchmarks/fronts.py --seeds 0 --epochs 1 --quick      # a smoke run (no RESULTS.md)
-    python benchmarks/fronts.py --from-json /tmp/bench-fronts/fronts.json   # re-render only
+    python benchmarks/fronts.py --seeds 1 --json /tmp/f1.json --quick     # one seed per process ...
+    python benchmarks/fronts.py --from-json /tmp/f0.json,/tmp/f1.json,/tmp/f2.json   # ... merged, rendered
 
 Track: CIFAR-style ResNet-20 at 3×28×28, pre-trained on 3,000 Fashion-MNIST images (shared_bench.py).
 Every method trains its shared weights for the same epochs with four networks per step (full,
@@ -31,10 +32,10 @@ sys.path.insert(0, str(HERE))
 from shared_bench import Bench, mean_std, say  # noqa: E402
 
 METHODS = {
-    "slim-uniform": {"visits": 40, "refine": 4},
-    "twostage": {"visits": 40, "prior_points": 12, "raw_samples": 500, "refine": 4},
-    "pareco": {"visits": 40, "prior_points": 12, "raw_samples": 500, "refine": 4},
-    "cafenet": {"population": 16, "generations": 4, "parents": 6, "placements": 2, "zone": 1},
+    "slim-uniform": {"visits": 24, "refine": 3},
+    "twostage": {"visits": 24, "prior_points": 8, "raw_samples": 500, "refine": 3},
+    "pareco": {"visits": 24, "prior_points": 8, "raw_samples": 500, "refine": 3},
+    "cafenet": {"population": 12, "generations": 3, "parents": 5, "placements": 2, "zone": 1},
 }
 
 
@@ -59,19 +60,22 @@ def run_method(bench: Bench, method: str, seed: int, budgets: list[float], epoch
         say(f"{method} seed {seed} budget {limit}: accuracy {out['accuracy']:.4f}, measured {out['measured']:.3f}x")
     points = [(c.costs["latency"], c.score) for c in evaluated.values()]
     summary = shared.summary()
-    return {"method": method, "seed": seed, "train_seconds": round(train_s, 1), "search_seconds": round(search_s, 1),
-            "gp_seconds_per_round": summary.get("gp_seconds_per_round"), "gp_rounds": summary.get("gp_rounds"),
-            "points": points, "delivered": delivered}
+    row = {"method": method, "seed": seed, "train_seconds": round(train_s, 1), "search_seconds": round(search_s, 1),
+           "gp_seconds_per_round": summary.get("gp_seconds_per_round"), "gp_rounds": summary.get("gp_rounds"),
+           "points": points, "delivered": delivered}
+    return row, (shared, train_s)
 
 
-def objective_run(bench: Bench, seed: int, epochs: int) -> list[dict]:
-    """PareCO trained on latency and on MACs: each front (own cost) re-measured on ORT."""
-    from slimdeploy.search import pareto_front
+def objective_run(bench: Bench, seed: int, epochs: int, latency_run=None) -> list[dict]:
+    """PareCO trained on latency (the main run's, when given) and on MACs: each front re-measured on ORT."""
     from slimdeploy.space import Widths
 
     rows = []
     for objective in ("latency", "macs"):
-        shared, train_s = bench.provide("pareco", METHODS["pareco"], epochs, seed, objective)
+        if objective == "latency" and latency_run is not None:
+            shared, train_s = latency_run
+        else:
+            shared, train_s = bench.provide("pareco", METHODS["pareco"], epochs, seed, objective)
         score = shared.scorer(bench.calibration, bench.held_out)
         own = bench.latency if objective == "latency" else bench.macs_ratio
         fp = bench.analysis.space.fingerprint
@@ -144,21 +148,26 @@ def main() -> int:
     p.add_argument("--budgets", default="0.5,0.7")
     p.add_argument("--epochs", type=int, default=2, help="shared-weight training epochs, every method")
     p.add_argument("--finetune-epochs", type=int, default=1)
+    p.add_argument("--n-fit", type=int, default=1000, help="training images the methods train and fine-tune on")
     p.add_argument("--work", default="/tmp/bench-fronts")
     p.add_argument("--no-objective", action="store_true", help="skip the latency-vs-MACs objective runs")
     p.add_argument("--quick", action="store_true", help="do not write RESULTS.md")
-    p.add_argument("--from-json", help="re-render RESULTS.md from a previous run's JSON")
+    p.add_argument("--command", help="the command line to record in RESULTS.md (when rendering merged runs)")
+    p.add_argument("--json", help="where this run's rows go (default WORK/fronts.json); a rerun skips rows done")
+    p.add_argument("--from-json", help="re-render RESULTS.md from previous runs' JSON files (comma-separated)")
     args = p.parse_args()
     import torch
 
     torch.set_num_threads(1)
     budgets = [float(b) for b in args.budgets.split(",")]
     work = Path(args.work)
-    path = Path(args.from_json) if args.from_json else work / ("fronts-quick.json" if args.quick else "fronts.json")
-    if args.from_json:
-        state = json.loads(path.read_text())
+    path = Path(args.json) if args.json else work / ("fronts-quick.json" if args.quick else "fronts.json")
+    if args.from_json:  # several runs (e.g. one process per seed) merged
+        parts = [json.loads(Path(f).read_text()) for f in args.from_json.split(",")]
+        state = {**parts[0], "rows": [r for p in parts for r in p["rows"]],
+                 "objective": [r for p in parts for r in p["objective"]]}
     else:
-        bench = Bench(work)
+        bench = Bench(work, n_fit=args.n_fit)
         state = {"rows": [], "objective": [], "lowest": bench.lowest, "original": bench.original_accuracy,
                  "budgets": budgets}
         if path.exists():
@@ -167,13 +176,16 @@ def main() -> int:
                 state.update(rows=old["rows"], objective=old["objective"])
         done = {(r["method"], r["seed"]) for r in state["rows"]}
         for seed in [int(s) for s in args.seeds.split(",")]:
+            latency_run = None
             for method in args.methods.split(","):
                 if (method, seed) in done:
                     continue
-                state["rows"].append(run_method(bench, method, seed, budgets, args.epochs, args.finetune_epochs))
+                row, shared = run_method(bench, method, seed, budgets, args.epochs, args.finetune_epochs)
+                latency_run = shared if method == "pareco" else latency_run
+                state["rows"].append(row)
                 path.write_text(json.dumps(state, indent=1, default=str))
             if not args.no_objective and not any(r["seed"] == seed for r in state["objective"]):
-                state["objective"] += objective_run(bench, seed, args.epochs)
+                state["objective"] += objective_run(bench, seed, args.epochs, latency_run)
                 path.write_text(json.dumps(state, indent=1, default=str))
     sections = render(state["rows"], state["objective"], state["budgets"], state["lowest"], state["original"])
     for name, text in sections.items():
@@ -181,7 +193,7 @@ def main() -> int:
     if not args.quick:
         from results import write_section
 
-        command = "python benchmarks/fronts.py " + " ".join(a for a in sys.argv[1:] if not a.startswith("--from-json"))
+        command = args.command or "python benchmarks/fronts.py " + " ".join(sys.argv[1:])
         for name, text in sections.items():
             write_section(name, text, command=command.strip())
     return 0

@@ -1,8 +1,9 @@
 """Set-up shared by the shared-weight benchmarks (fronts.py, sharing_ranking.py): one trained original,
 one data split, one latency model fitted on ONNX Runtime (1 thread), and one method run.
 
-The original (CIFAR-style ResNet-20, 3×28×28 inputs) is trained on a fixed subset of
-Fashion-MNIST and cached under the work directory with its latency database, so several
+The original (CIFAR-style ResNet-20, 3×28×28 inputs) is trained on 3,000 Fashion-MNIST training
+images (4 epochs); the methods train and fine-tune on the first `n_fit` of them, score candidates
+on `n_held` other training images and report accuracy on 2,000 test images. The original is cached under the work directory with its latency database, so several
 benchmarks (and re-runs) share them. Needs the Debian package `dataset-fashion-mnist`.
 """
 from __future__ import annotations
@@ -27,7 +28,8 @@ def say(text: str) -> None:
 class Bench:
     """The original, the data, the latency model, the costs: what every method run shares."""
 
-    def __init__(self, work: Path, n_train: int = 3000, n_val: int = 2000, pre_epochs: int = 4, batch: int = 64):
+    def __init__(self, work: Path, n_fit: int = 1000, n_held: int = 500, n_train: int = 3000, n_val: int = 2000,
+                 pre_epochs: int = 4, batch: int = 64):
         from slimdeploy.analysis import analyse
         from slimdeploy.channels import ChannelMap
         from slimdeploy.costs import CostModel
@@ -44,10 +46,12 @@ class Bench:
         self.work, self.batch = work, batch
         train, val, _ = load_dataset("fashion-mnist", input_shape=SHAPE, seed=0)
         order = torch.randperm(len(train), generator=torch.Generator().manual_seed(0)).tolist()
-        self.train_set = Subset(train, order[:n_train])
-        held = Subset(train, order[n_train:n_train + 1000])
+        pre_train = Subset(train, order[:n_train])           # what the original was trained on
+        self.train_set = Subset(train, order[:min(n_fit, n_train)])  # what the methods train and fine-tune on
+        held = Subset(train, order[n_train:n_train + n_held])
         self.val = list(make_loader(Subset(val, list(range(n_val))), 256))
         self.train_loader = make_loader(self.train_set, batch, shuffle=True, seed=0)
+        pre_loader = make_loader(pre_train, batch, shuffle=True, seed=0)
         self.calibration = [b for _, b in zip(range(3), make_loader(self.train_set, batch, shuffle=True, seed=1))]
         self.held_out = list(make_loader(held, 2 * batch))
         self.data = {"train": self.train_loader, "train_set": self.train_set, "val": self.val,
@@ -59,7 +63,7 @@ class Bench:
             self.model.load_state_dict(torch.load(weights, weights_only=True))
         else:
             say(f"training the original {MODEL} for {pre_epochs} epochs on {n_train} images")
-            train_classifier(self.model, self.train_loader, epochs=pre_epochs, lr=0.05)
+            train_classifier(self.model, pre_loader, epochs=pre_epochs, lr=0.05)
             torch.save(self.model.state_dict(), weights)
         self.model.eval()
         self.original_accuracy = accuracy(self.model, self.val)

@@ -81,6 +81,7 @@ def main() -> int:
     p.add_argument("--widths", type=int, default=8)
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--finetune-epochs", type=int, default=1)
+    p.add_argument("--n-fit", type=int, default=1000, help="training images the methods train and fine-tune on")
     p.add_argument("--work", default="/tmp/bench-fronts")
     p.add_argument("--quick", action="store_true")
     p.add_argument("--from-json")
@@ -92,7 +93,7 @@ def main() -> int:
                                                                           else "ranking.json")
     rows = json.loads(path.read_text()) if path.exists() else []
     if not args.from_json:
-        bench = Bench(Path(args.work))
+        bench = Bench(Path(args.work), n_fit=args.n_fit)
         for seed in [int(s) for s in args.seeds.split(",")]:
             if any(r["seed"] == seed for r in rows):
                 continue
@@ -103,8 +104,7 @@ def main() -> int:
     if not args.quick:
         from results import write_section
 
-        write_section("sharing-ranking", text, command="python benchmarks/sharing_ranking.py " +
-                      " ".join(a for a in sys.argv[1:] if not a.startswith("--from-json")))
+        write_section("sharing-ranking", text, command="python benchmarks/sharing_ranking.py " + " ".join(sys.argv[1:]))
     return 0
 
 

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 from torch.utils.data import Subset
@@ -151,3 +152,38 @@ def test_pareco_and_cafenet_deliver_every_budget_from_the_command_line_with_thei
     assert report["verification"]["passed"] and report["accuracy"]["compressed"] > 0.15
     assert report["search"]["supernet"]["zone"] == 1 and report["search"]["supernet"]["bins"]
     assert {"front.json", "front.png", "model.onnx"} <= {p.name for p in (tmp_path / "c").iterdir()}
+
+
+def _context(method, tmp_path, **options):
+    from slimdeploy.analysis import analyse
+    from slimdeploy.data import make_loader
+    from slimdeploy.options import CompressOptions
+    from slimdeploy.shared_weights import WeightsContext
+
+    model, x, train, cost = _setup()
+    batches = list(make_loader(train, 32))
+    data = {"train_set": train, "calibration": batches[:2], "held_out": batches[2:4], "info": {"name": "digits"}}
+    opts = CompressOptions.build(method=method, search_options=options, supernet_epochs=1, batch_size=32,
+                                 supernet_lr=0.02)
+    return WeightsContext(model, x, analyse(model, x), data, opts, lambda t: None, None, None), cost
+
+
+def test_slim_trains_one_multiplier_and_twostage_searches_its_trained_sandwich_supernet(tmp_path):
+    from slimdeploy.shared_weights import provide
+
+    context, cost = _context("slim-uniform", tmp_path, visits=6)
+    slim = provide("slim-uniform", context)  # no latency source given: the MACs ratio is the cost
+    history = slim.run.history
+    assert len(history) >= 3 and slim.run.gp_seconds == []  # no surrogate in the Slim baseline
+    uniform = [slim.sampler.uniform(s) for s in np.linspace(0, 1, 201)]
+    for v in history.visits:  # one multiplier: every group at the same place on its own grid
+        assert v.widths in uniform and v.cost == pytest.approx(cost(v.widths))
+    assert slim.summary()["mode"] == "uniform"
+    widest = slim.propose(0.5, 2, cost)
+    assert cost(widest[0]) <= 0.5 and len({tuple(sorted(w.items())) for w in widest}) >= 1
+
+    context, cost = _context("twostage", tmp_path, visits=8, prior_points=4, raw_samples=100)
+    two = provide("twostage", context)
+    visits = two.run.history.visits
+    assert len(visits) == 8 and all(v.loss is not None for v in visits) and two.run.gp_seconds
+    assert two.summary()["method"] == "twostage" and two.candidates()[-1] == two.sampler.full()
