@@ -3,7 +3,8 @@ one data split, one latency model fitted on ONNX Runtime (1 thread), and one met
 
 The original (CIFAR-style ResNet-20, 3×28×28 inputs) is trained on 3,000 Fashion-MNIST training
 images (4 epochs); the methods train and fine-tune on the first `n_fit` of them, score candidates
-on `n_held` other training images and report accuracy on 2,000 test images. The original is cached under the work directory with its latency database, so several
+on `n_held` other training images and report accuracy on the first `n_val` test images. The
+original is cached under the work directory with its latency database, so several
 benchmarks (and re-runs) share them. Needs the Debian package `dataset-fashion-mnist`.
 """
 from __future__ import annotations
@@ -51,7 +52,7 @@ class Bench:
         held = Subset(train, order[n_train:n_train + n_held])
         self.val = list(make_loader(Subset(val, list(range(n_val))), 256))
         self.train_loader = make_loader(self.train_set, batch, shuffle=True, seed=0)
-        pre_loader = make_loader(pre_train, batch, shuffle=True, seed=0)
+        pre_loader = make_loader(pre_train, 64, shuffle=True, seed=0)
         self.calibration = [b for _, b in zip(range(3), make_loader(self.train_set, batch, shuffle=True, seed=1))]
         self.held_out = list(make_loader(held, 2 * batch))
         self.data = {"train": self.train_loader, "train_set": self.train_set, "val": self.val,
@@ -62,7 +63,7 @@ class Bench:
         if weights.exists():
             self.model.load_state_dict(torch.load(weights, weights_only=True))
         else:
-            say(f"training the original {MODEL} for {pre_epochs} epochs on {n_train} images")
+            say(f"training the original {MODEL} for {pre_epochs} epochs on {n_train} images (batch 64)")
             train_classifier(self.model, pre_loader, epochs=pre_epochs, lr=0.05)
             torch.save(self.model.state_dict(), weights)
         self.model.eval()

@@ -79,9 +79,12 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--widths", type=int, default=8)
-    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--finetune-epochs", type=int, default=1)
-    p.add_argument("--n-fit", type=int, default=1000, help="training images the methods train and fine-tune on")
+    p.add_argument("--n-fit", type=int, default=512, help="training images the methods train and fine-tune on")
+    p.add_argument("--n-held", type=int, default=300, help="training images held out to score candidates on")
+    p.add_argument("--n-val", type=int, default=1000, help="test images the delivered accuracy is measured on")
+    p.add_argument("--batch", type=int, default=32)
     p.add_argument("--work", default="/tmp/bench-fronts")
     p.add_argument("--quick", action="store_true")
     p.add_argument("--from-json")
@@ -93,7 +96,7 @@ def main() -> int:
                                                                           else "ranking.json")
     rows = json.loads(path.read_text()) if path.exists() else []
     if not args.from_json:
-        bench = Bench(Path(args.work), n_fit=args.n_fit)
+        bench = Bench(Path(args.work), n_fit=args.n_fit, n_held=args.n_held, n_val=args.n_val, batch=args.batch)
         for seed in [int(s) for s in args.seeds.split(",")]:
             if any(r["seed"] == seed for r in rows):
                 continue
