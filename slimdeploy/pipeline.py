@@ -95,7 +95,8 @@ def compress(model: str | nn.Module, out: str | os.PathLike, latency: str | list
         if s.proxy:
             score, score_kind = searcher.score, searcher.score_kind
         elif searcher.shared_weights:
-            supernet = provide(searcher.shared_weights, WeightsContext(model, x, analysis, data, options, say))
+            supernet = provide(searcher.shared_weights, WeightsContext(model, x, analysis, data, options, say,
+                                                                        latency=latency_fn, offered=offered))
             score, score_kind = supernet.scorer(data["calibration"], data["held_out"]), supernet.score_kind
         else:
             score, score_kind = original_scorer(model, x, analysis, data, s.importance)

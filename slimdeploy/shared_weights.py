@@ -22,10 +22,15 @@ import torch.nn as nn
 from .analysis import Analysis
 from .errors import SlimdeployError
 from .options import CompressOptions
+from .space import Widths
 
 PROVIDERS = {
     "supernet": "slimdeploy.supernet.provider:provide",
     "adaptive": "slimdeploy.adaptive.provider:provide",
+    "pareco": "slimdeploy.supernet.pareco_provider:pareco",
+    "slim-uniform": "slimdeploy.supernet.pareco_provider:slim_uniform",
+    "twostage": "slimdeploy.supernet.pareco_provider:twostage",
+    "cafenet": "slimdeploy.supernet.cafenet_provider:provide",
 }
 
 
@@ -35,6 +40,9 @@ class WeightsContext:
 
     `workdir`, when given, is a directory the provider may checkpoint its training in and resume
     from (a rerun with --resume finds its checkpoint or finished weights there).
+    `latency` (widths → latency ratio to the original, the search's cost) and `offered` (the
+    latency staircase's widths per group) are given when the caller has a latency source;
+    methods whose training depends on cost (PareCO, CafeNet) use them.
     """
 
     model: nn.Module
@@ -44,6 +52,8 @@ class WeightsContext:
     options: CompressOptions
     say: Callable[[str], None]
     workdir: Path | None = None
+    latency: Callable[[Widths], float] | None = None
+    offered: dict[str, list[int]] | None = None
 
 
 def provide(kind: str, context: WeightsContext) -> Any:

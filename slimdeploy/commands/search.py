@@ -79,14 +79,11 @@ def run(args) -> int:
     seed = args.seed if args.seed is not None else trained.get("config", {}).get("seed", 0)
     options.train.seed = seed
     data = scoring_data(args.data, tuple(example.shape), args.batch_size, seed)
-    context = WeightsContext(model, example, analysis, data, options, say, workdir=out / searcher.shared_weights)
-    shared = None
     if options.search.proxy:  # the weights are trained on the proxy (Width Transfer)
         from ..transfer.setup import with_proxy
 
-        searcher = with_proxy(searcher, context, options.latency.runtime)
-    else:
-        shared = provide(searcher.shared_weights, context)
+        searcher = with_proxy(searcher, WeightsContext(model, example, analysis, data, options, say,
+                                                       workdir=out / searcher.shared_weights), options.latency.runtime)
     cost_model = CostModel.build(model, example, ChannelMap.build(model, analysis))
     macs0, params0 = count_macs_params(model, example)
     rt = options.latency.runtime
@@ -95,8 +92,14 @@ def run(args) -> int:
         original_ms = rt.measure(measured.reference, tuple(example.shape)).median_ms if absolute else 1.0
         latency, offered, info = latency_source(options.latency, model, example, analysis, rt, measured,
                                                 options.search, say)
-        score = searcher.score if options.search.proxy else functools.cache(shared.scorer(data["calibration"],
-                                                                                           data["held_out"]))
+        shared = None
+        if options.search.proxy:
+            score = searcher.score
+        else:
+            shared = provide(searcher.shared_weights, WeightsContext(
+                model, example, analysis, data, options, say, workdir=out / searcher.shared_weights,
+                latency=latency, offered=offered))
+            score = functools.cache(shared.scorer(data["calibration"], data["held_out"]))
         costs = search_costs(cost_model, latency)
         s = options.search
         evaluated, chosen, targets, results = [], [], [], []

@@ -1,7 +1,7 @@
 """Searchers choose widths under a budget; each registers by name so the CLI lists what exists."""
 from __future__ import annotations
 
-from . import adaptive, evolution, greedy, slim, uniform  # noqa: F401  (each registers its searcher)
+from . import adaptive, cafenet, evolution, greedy, shared_front, slim, uniform  # noqa: F401  (each registers its searcher)
 from .base import (LATENCY, SEARCHERS, BudgetUnreachable, Candidate, SearchProblem, SearchResult, Searcher,
                    get_searcher, parse_search_options, register_searcher, searcher_options)
 from .log import SearchLog
