@@ -9,7 +9,7 @@ from slimdeploy.analysis import analyse
 from slimdeploy.data import load_dataset, make_loader
 from slimdeploy.errors import SlimdeployError
 from slimdeploy.export import export_onnx
-from slimdeploy.latency.measure import compare
+from slimdeploy.latency.onnx_files import compare_onnx
 from slimdeploy.latency.oracle import MeasuredLatency
 from slimdeploy.runtimes import get_runtime
 from slimdeploy.pipeline import compress
@@ -50,7 +50,7 @@ def test_torchvision_model_without_data_meets_the_budget_on_measurement(tmp_path
     assert json.loads((out / "report.json").read_text())["widths"] == report["widths"]
     # An independent side-by-side measurement of what was delivered.
     original = export_onnx(build("torchvision:resnet18"), torch.randn(1, 3, 64, 64), tmp_path / "original.onnx")
-    again = compare([original, out / "model.onnx"], threads=1, rounds=12)
+    again = compare_onnx([original, out / "model.onnx"], threads=1, rounds=12)
     assert again.ratios[1] <= 0.5 * 1.1
     loaded = slimdeploy.load(out)
     assert sum(p.numel() for p in loaded.parameters()) == report["params"]["compressed"]
