@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..adaptive.training import AdaptiveTraining as _T
+from ..adaptive.config import AdaptiveTraining as _T
 from ..errors import SlimdeployError
 from ..space import Widths, atomic_write_text
 from .base import LATENCY, SearchProblem, SearchResult, Searcher, register_searcher
