@@ -33,6 +33,7 @@ def cmd_profile(args) -> int:
     from ..analysis import analyse
     from ..latency.db import LatencyDB
     from ..latency.profile import build_profile
+    from ..progress import stderr_say
 
     if args.samples < 8:
         raise SlimdeployError(f"--samples must be at least 8, got {args.samples}")
@@ -42,9 +43,7 @@ def cmd_profile(args) -> int:
     model, example = load_model_and_input(args)
     analysis = analyse(model, example, args.ignore)
 
-    def say(text: str) -> None:
-        print(text, file=sys.stderr)
-
+    say = stderr_say()
     say(f"profiling {args.model} on {runtime.describe()}: {args.samples} configurations "
         f"+ the full and the smallest")
     with LatencyDB(args.db) as db:
