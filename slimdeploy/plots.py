@@ -147,6 +147,7 @@ def size_png(macs: tuple[float, float], params: tuple[float, float], title: str 
             ax.annotate(f"{value / 1e6:,.3g}", (i, value / 1e6), textcoords="offset points", xytext=(0, 3),
                         ha="center", fontsize=8)
         ax.set_xticks([0, 1], ["original", "compressed"])
+        ax.set_ylim(0, max(before, after, 1) / 1e6 * 1.12)  # room for the labels
         ax.set_title(f"{name}: {after / before:.2f}x" if before else name, fontsize=9)
         ax.grid(alpha=0.3, axis="y")
     fig.suptitle(title, fontsize=10)
