@@ -11,7 +11,7 @@ the search used. Then the baseline: torch-pruning's own uniform pruning (BasePru
 GroupMagnitudeImportance(p=2), round_to=8, the final classifier Linear ignored) at a uniform
 pruning_ratio found by bisection so that its MACs ratio (slimdeploy's `count_macs_params`)
 matches the compressed model's within 2%; the original and tp's model are exported and compared
-interleaved with `compare([original.onnx, tp.onnx], threads=T)`.
+interleaved with `compare_onnx([original.onnx, tp.onnx], threads=T)`.
 
 Every row is appended to the JSON file as it completes (a partial run still gives a table); the
 `compress` section of benchmarks/RESULTS.md is written at the end.
@@ -88,7 +88,7 @@ def run_one(spec, budget, size, threads, work: Path, cache: dict, say=print) -> 
     from slimdeploy.errors import SlimdeployError
     from slimdeploy.export import export_onnx
     from slimdeploy.inspection import count_macs_params
-    from slimdeploy.latency.measure import compare
+    from slimdeploy.latency.onnx_files import compare_onnx
     from slimdeploy.pipeline import compress
 
     row = {"model": spec, "budget": budget, "size": size, "threads": threads}
@@ -121,7 +121,7 @@ def run_one(spec, budget, size, threads, work: Path, cache: dict, say=print) -> 
         t1 = time.monotonic()
         tp_model, tp_macs_ratio, tp_params, tp_ratio = tp_uniform(model, x, row["macs_ratio"], macs0, say=say)
         tp_path = export_onnx(tp_model, x, work / f"{spec.replace(':', '_')}-{budget}-tp.onnx")
-        cmp = compare([cache[spec], tp_path], threads=threads)
+        cmp = compare_onnx([cache[spec], tp_path], threads=threads)
         row.update(tp_pruning_ratio=tp_ratio, tp_macs_ratio=tp_macs_ratio,
                    tp_params_ratio=tp_params / row["params_original"], tp_latency_ratio=cmp.ratios[1],
                    tp_latency_ratio_iqr=cmp.ratio_iqr[1] if cmp.ratio_iqr else None, tp_stable=cmp.stable,

@@ -10,13 +10,14 @@ import sys
 import warnings
 
 from .commands import register_all
+from .config import ConfigParser
 from .errors import SlimdeployError
 
 EXIT_BAD_INPUT = 2
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="slimdeploy", description=(
+    parser = ConfigParser(prog="slimdeploy", description=(
         "Make a trained PyTorch model fit a latency budget on its deployment runtime: find its channel "
         "groups, search widths under measured latency (optionally on a trained supernet), prune them "
         "physically, fine-tune, export to ONNX with a parity check."))
@@ -25,9 +26,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
     warnings.filterwarnings("ignore")
     try:
+        args = build_parser().parse_args(argv)  # a --config file's mistakes are SlimdeployErrors too
         return args.func(args) or 0
     except SlimdeployError as exc:
         print(f"slimdeploy: error: {exc}", file=sys.stderr)

@@ -22,7 +22,7 @@ from .export import export_onnx, verify_onnx
 from .inspection import count_macs_params
 from .latency.oracle import MeasuredLatency
 from .options import CompressOptions
-from .progress import bar
+from .progress import bar, progress
 from .prune import prune
 from .report import build_report
 from .runtimes import Runtime
@@ -119,14 +119,17 @@ def _finetune(pruned: nn.Module, d: Delivery) -> list[dict]:
     d.say(f"fine-tuning {t.finetune_epochs} epoch(s) with distillation from the original")
     marks: dict[int, int] = {}
 
-    def progress(state):  # a line at every quarter of an epoch
+    def step(state):  # a live bar, or a line at every quarter of an epoch
         total = state["batches"] or 0
         quarter = 4 * state["batch"] // total if total else 0
+        line = None
         if quarter > marks.get(state["epoch"], 0):
             marks[state["epoch"]] = quarter
-            d.say(f"  epoch {state['epoch']}/{state['epochs']} {bar(state['batch'], total)} loss {state['loss']:.4f}")
+            line = f"  epoch {state['epoch']}/{state['epochs']} {bar(state['batch'], total)} loss {state['loss']:.4f}"
+        progress(d.say, f"fine-tuning epoch {state['epoch']}/{state['epochs']}", state["batch"], total, line,
+                 f"loss {state['loss']:.4f}")
 
-    return finetune(pruned, d.data["train"], t.finetune_epochs, lr=t.lr, teacher=d.model, progress=progress,
+    return finetune(pruned, d.data["train"], t.finetune_epochs, lr=t.lr, teacher=d.model, progress=step,
                     seed=t.seed)
 
 

@@ -18,7 +18,7 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
-from . import zoo
+from . import tomlio, zoo
 from .analysis import analyse
 from .budget import Budget, parse_budgets
 from .channels import ChannelMap
@@ -26,6 +26,7 @@ from .checkpoint import MANIFEST, load_model, replace_dir
 from .costs import CostModel
 from .delivery import Delivery, deliver
 from .errors import SlimdeployError
+from .html_report import write_html, write_summary_html
 from .inspection import count_macs_params
 from .latency.oracle import MeasuredLatency
 from .options import CompressOptions
@@ -34,19 +35,23 @@ from .report import write_front, write_reports, write_summary
 from .scoring import original_scorer, scoring_data
 from .search import LATENCY, BudgetUnreachable, SearchProblem, get_searcher
 from .shared_weights import WeightsContext, provide
+from .space import atomic_write_text
 
 OUTPUT_MARKERS = (MANIFEST, "summary.json")  # what makes an existing --out one of ours, safe to replace
 
 
 def compress(model: str | nn.Module, out: str | os.PathLike, latency: str | list[str] = "0.5x",
              macs: str | None = None, params: str | None = None, *, input_shape=None, ignore=(),
-             say: Callable[[str], None] = print, options: CompressOptions | None = None, **settings) -> dict:
+             say: Callable[[str], None] = print, options: CompressOptions | None = None, config: dict | None = None,
+             **settings) -> dict:
     """Deliver a pruned model per latency budget whose measured latency meets it; returns the report.
 
     `latency` is one budget ("0.5x", "5ms") or several ("0.3x,0.5x,0.7x", or a list): several are
     searched on one latency model (and one supernet) and delivered to `out/<budget>/`, with a
     summary across budgets in `out`. `settings` are `CompressOptions` fields (method, data,
     finetune_epochs, runtime, threads, latency_model, samples, ...), or pass `options` whole.
+    `config` (the CLI's options after --config and flags) is recorded as out/config.toml and in
+    each report.json, so `slimdeploy compress --config out/config.toml` repeats the run.
     Returns report.json's content (one budget) or summary.json's (several).
     """
     options = options or CompressOptions.build(**settings)
@@ -102,7 +107,7 @@ def compress(model: str | nn.Module, out: str | os.PathLike, latency: str | list
             score, score_kind = original_scorer(model, x, analysis, data, s.importance)
         costs = search_costs(cost_model, latency_fn)
         score = functools.cache(score)  # shared by every budget and retry
-        reports, searched = [], []
+        reports, searched, folders = [], [], []
         for budget in budgets:
             target = staging / budget.label if len(budgets) > 1 else staging
             limits = budget.resolve(original.median_ms, macs0, params0)
@@ -120,6 +125,8 @@ def compress(model: str | nn.Module, out: str | os.PathLike, latency: str | list
             except BudgetUnreachable as exc:
                 raise _unreachable(exc, budget, limits, original.median_ms) from None
             report.update(model=spec, options=options.to_json(), score={"kind": score_kind, "value": result.score})
+            if config is not None:
+                report["config"] = config
             report["search"].update(latency_source=profile_info, notes=result.notes + analysis.notes,
                                     latency_measurements=measured.measurements)
             if supernet is not None:
@@ -128,13 +135,20 @@ def compress(model: str | nn.Module, out: str | os.PathLike, latency: str | list
                 report["search"]["transfer"] = searcher.save(target / "transfer.json")
             write_reports(target, report)
             reports.append(report)
+            folders.append(target)
             searched.append((budget.label, result, limits["latency_ms"] / original.median_ms))
+        front = None
+        if supernet is not None:  # the accuracy–latency front the shared weights gave, every budget marked
+            front = write_front(staging, [c for _, r, _ in searched for c in r.evaluated],
+                                [(label, r.best) for label, r, _ in searched],
+                                [ratio for _, _, ratio in searched], f"{spec}: {s.method} on shared weights")
+        for folder, report, (label, _, _) in zip(folders, reports, searched):
+            write_html(folder, report, front, label)
         if len(budgets) > 1:
             summary = write_summary(staging, reports, spec)
-        if supernet is not None:  # the accuracy–latency front the shared weights gave, every budget marked
-            write_front(staging, [c for _, r, _ in searched for c in r.evaluated],
-                        [(label, r.best) for label, r, _ in searched],
-                        [ratio for _, _, ratio in searched], f"{spec}: {s.method} on shared weights")
+            write_summary_html(staging, summary, front)
+        if config is not None:
+            atomic_write_text(staging / "config.toml", tomlio.dumps(config))
         replace_dir(staging, out, markers=OUTPUT_MARKERS)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

@@ -26,3 +26,41 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+CONFIG_TOML = """\
+# one file for several commands: top-level keys for every command, a table per command
+model = "slimdeploy.models:cifar_resnet8"
+input_shape = "1,3,16,16"
+threads = 1
+samples = 12
+
+[compress]
+latency = "0.6x"
+data = "digits"
+method = "uniform"
+search-option = ["steps=5"]
+
+[profile]
+samples = 60
+"""
+
+
+@pytest.fixture(scope="session")
+def compressed_from_config(tmp_path_factory):
+    """One `slimdeploy compress --config FILE --samples 8` from a real process (stderr a pipe, not a
+    terminal) on a tiny model and digits: its config file, output folder, stderr and environment."""
+    import subprocess
+    import sys
+    from types import SimpleNamespace
+
+    root = tmp_path_factory.mktemp("compress-config")
+    config = root / "slimdeploy.toml"
+    config.write_text(CONFIG_TOML)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "SLIMDEPLOY_DB": str(root / "latency.sqlite"),
+           "SLIMDEPLOY_FASHION_MNIST_DIR": str(root / "no-fashion-mnist")}
+    out = root / "out"
+    done = subprocess.run([sys.executable, "-m", "slimdeploy", "compress", "--config", str(config), "--samples", "8",
+                           "--out", str(out)], capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return SimpleNamespace(config=config, out=out, stderr=done.stderr, env=env, root=root)

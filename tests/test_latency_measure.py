@@ -14,12 +14,8 @@ import torchvision
 from slimdeploy.errors import SlimdeployError
 from slimdeploy.latency.host import available_cores
 from slimdeploy_onnxruntime import OrtTimer
-from slimdeploy.latency.measure import (
-    Comparison,
-    Measurement,
-    compare,
-    measure,
-)
+from slimdeploy.latency.measure import Comparison, Measurement, measure
+from slimdeploy.latency.onnx_files import compare_onnx, measure_onnx
 
 SHAPE = (1, 3, 64, 64)
 # Caps that keep each call to a few seconds even when the shared machine is busy.
@@ -53,7 +49,7 @@ def models(tmp_path_factory) -> dict[str, str]:
 
 
 def test_measure_fields_are_sane(models):
-    m = measure(models["resnet18"], threads=1, min_runs=20, **QUICK)
+    m = measure_onnx(models["resnet18"], threads=1, min_runs=20, **QUICK)
     assert isinstance(m, Measurement)
     assert m.median_ms > 0 and m.iqr_ms >= 0 and m.cv >= 0
     assert m.min_ms <= m.median_ms
@@ -82,14 +78,14 @@ def test_threads_are_honoured_and_recorded(models):
     assert options.intra_op_num_threads == 2 and options.inter_op_num_threads == 1
     assert timer.time_once() > 0
     assert measure(timer, min_runs=10, **QUICK).threads == 2
-    assert measure(models["tiny"], threads=1, min_runs=10, **QUICK).threads == 1
+    assert measure_onnx(models["tiny"], threads=1, min_runs=10, **QUICK).threads == 1
     assert OrtTimer(models["tiny"]).threads == available_cores()
     with pytest.raises(SlimdeployError, match="threads"):
         OrtTimer(models["tiny"], threads=0)
 
 
 def test_compare_finds_the_bigger_model_slower(models):
-    c = compare([models["tiny"], models["resnet18"]], threads=1, rounds=4, max_seconds=4.0,
+    c = compare_onnx([models["tiny"], models["resnet18"]], threads=1, rounds=4, max_seconds=4.0,
                 warmup_s=0.1)
     assert isinstance(c, Comparison)
     assert len(c.measurements) == 2 and c.ratios[0] == 1.0 and c.ratio_iqr[0] == 0.0
@@ -104,11 +100,11 @@ def test_compare_finds_the_bigger_model_slower(models):
 
 def test_compare_needs_two_models_of_one_shape(models, tmp_path):
     with pytest.raises(SlimdeployError, match="two models"):
-        compare([models["tiny"]])
+        compare_onnx([models["tiny"]])
     small = tmp_path / "small.onnx"
     torch.onnx.export(_tiny_cnn(), torch.randn(1, 3, 32, 32), str(small), input_names=["x"], dynamo=False)
     with pytest.raises(SlimdeployError, match="same input shape"):
-        compare([models["tiny"], str(small)])
+        compare_onnx([models["tiny"], str(small)])
 
 
 def test_input_shapes_bytes_and_bad_models(models, tmp_path):

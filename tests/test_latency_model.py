@@ -98,6 +98,9 @@ def test_profile_fits_held_out_configurations_better_than_macs(profiled):
     assert v["mape"] < 0.12 and v["spearman"] > 0.5, summary
     assert v["mape"] < 1.25 * v["macs_baseline"]["mape"], summary  # 6 held-out points: a margin for noise
     assert first.cost["measured"] == 26 and first.cost["from_database"] == 0
+    points = v["held_out"]  # what report.html plots: predicted against measured, and the MACs line's
+    assert len(points) == 6 and all(p["measured_ms"] > 0 and p["predicted_ms"] > 0 and p["macs_line_ms"] > 0
+                                    and p["macs"] > 0 for p in points)
 
 
 def test_second_identical_profile_measures_nothing(profiled):
@@ -167,3 +170,5 @@ def test_compress_searches_on_a_profile_directory_and_meets_the_budget_on_measur
     assert report["search"]["latency_source"]["kind"] == "loaded"
     assert report["search"]["latency_measurements"] == 0  # every candidate was scored by the model
     assert report["latency_ms"]["ratio"] <= 0.5
+    html = (tmp_path / "c" / "report.html").read_text()  # held-out points read from the profile's validation.json
+    assert "Latency model on held-out configurations" in html

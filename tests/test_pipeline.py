@@ -9,7 +9,7 @@ from slimdeploy.analysis import analyse
 from slimdeploy.data import load_dataset, make_loader
 from slimdeploy.errors import SlimdeployError
 from slimdeploy.export import export_onnx
-from slimdeploy.latency.measure import compare
+from slimdeploy.latency.onnx_files import compare_onnx
 from slimdeploy.latency.oracle import MeasuredLatency
 from slimdeploy.runtimes import get_runtime
 from slimdeploy.pipeline import compress
@@ -50,7 +50,7 @@ def test_torchvision_model_without_data_meets_the_budget_on_measurement(tmp_path
     assert json.loads((out / "report.json").read_text())["widths"] == report["widths"]
     # An independent side-by-side measurement of what was delivered.
     original = export_onnx(build("torchvision:resnet18"), torch.randn(1, 3, 64, 64), tmp_path / "original.onnx")
-    again = compare([original, out / "model.onnx"], threads=1, rounds=12)
+    again = compare_onnx([original, out / "model.onnx"], threads=1, rounds=12)
     assert again.ratios[1] <= 0.5 * 1.1
     loaded = slimdeploy.load(out)
     assert sum(p.numel() for p in loaded.parameters()) == report["params"]["compressed"]
@@ -135,7 +135,12 @@ def test_compress_trains_one_supernet_and_delivers_every_budget_from_the_command
     assert summary["budgets"][0]["macs"] < summary["budgets"][1]["macs"]
     assert {"summary.json", "summary.md", "summary.png", "front.json", "front.png"} <= {p.name for p in out.iterdir()}
     front = json.loads((out / "front.json").read_text())
-    assert set(front["chosen"]) == {"0.5x", "0.8x"} and front["latency_targets"] == [0.5, 0.8]
+    assert set(front["chosen"]) == {"0.5x", "0.8x"} and front["latency_targets"] == pytest.approx([0.5, 0.8])
+    summary_html = (out / "summary.html").read_text()  # linked to each budget's page, front embedded
+    assert 'href="0.5x/report.html"' in summary_html and "front of the search" in summary_html
+    for folder in ("0.5x", "0.8x"):
+        page = (out / folder / "report.html").read_text()
+        assert "front of the search" in page and page.count("data:image/png;base64,") == 5
     assert slimdeploy.load(out / "0.5x")(torch.zeros(1, 3, 16, 16)).shape == (1, 10)
 
 

@@ -21,6 +21,7 @@ import torch.nn as nn
 from torch.utils.data import Dataset
 
 from ..errors import SlimdeployError
+from ..progress import progress
 from ..train import EpochBatches, Hook, LoopState, TrainLoop, classification_step, cosine_schedule, sgd_optimizer
 from ..train import distributed as dist
 from .config import AdaptiveTraining
@@ -100,11 +101,13 @@ class _Progress(Hook):
         self.say, self.every, self.last = say, every_seconds, 0.0
 
     def on_step(self, loop, record) -> None:
-        now = time.monotonic()
+        now, line = time.monotonic(), None
+        note = f"loss {record['task']:.4f}, width {record['width']:.1%} of the channels"
         if now - self.last >= self.every or record["batch"] == record["batches"]:
             self.last = now
-            self.say(f"  adaptive epoch {record['epoch']}/{record['epochs']} batch {record['batch']}/"
-                     f"{record['batches']} loss {record['task']:.4f}, width {record['width']:.1%} of the channels")
+            line = f"  adaptive epoch {record['epoch']}/{record['epochs']} batch {record['batch']}/{record['batches']} {note}"
+        progress(self.say, f"adaptive epoch {record['epoch']}/{record['epochs']}", record["batch"], record["batches"],
+                 line, note)
 
 
 def train_adaptive(net: AdaptiveWidth, train_set: Dataset, config: AdaptiveTraining, out: str | Path | None = None,

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import Callable
 
 from ..errors import SlimdeployError
@@ -84,10 +83,12 @@ def add_output_args(p: argparse.ArgumentParser, what: str = "output directory (w
 
 
 def say_for(args) -> Callable[[str], None]:
-    """Progress lines on stderr, or nothing with --quiet/--json."""
+    """Progress on stderr (live bars on a terminal, plain lines otherwise), or nothing with --quiet/--json."""
+    from ..progress import stderr_say
+
     if getattr(args, "quiet", False) or getattr(args, "json", False):
         return lambda text: None
-    return lambda text: print(text, file=sys.stderr)
+    return stderr_say()
 
 
 def runtime_from_args(args):

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ..config import add_config_arg
 from ..errors import SlimdeployError
 from .common import (add_budget_args, add_model_args, add_output_args, add_runtime_args, add_search_args,
                      runtime_from_args, say_for, search_settings)
@@ -31,6 +32,7 @@ def register(sub) -> None:
     g.add_argument("--supernet-lr", type=float, default=0.01)
     add_runtime_args(p)
     add_output_args(p)
+    add_config_arg(p, "compress")
     p.set_defaults(func=run)
 
 
@@ -47,7 +49,8 @@ def run(args) -> int:
                 "runtime": runtime}
     shape = zoo.parse_input_shape(args.input_shape) if args.input_shape else None
     report = compress(args.model, args.out, latency=args.latency, macs=args.macs, params=args.params,
-                      input_shape=shape, ignore=args.ignore, say=say_for(args), **settings)
+                      input_shape=shape, ignore=args.ignore, say=say_for(args), config=args.effective_config,
+                      **settings)
     if args.json:
         print(json.dumps(report, indent=2, default=str))
     elif not args.quiet:
@@ -56,9 +59,10 @@ def run(args) -> int:
         if "budgets" in report:
             print((Path(args.out) / "summary.md").read_text())
             print(f"files: {args.out}/summary.md, summary.json, summary.png; one folder per budget with model.onnx, "
-                  f"widths.json, report.json, report.md")
+                  f"widths.json, report.json, report.md; config.toml repeats the run (--config)")
         else:
             print(markdown(report))
             print(f"files: {args.out}/model.onnx, {args.out}/widths.json, {args.out}/report.json, "
-                  f"{args.out}/report.md; slimdeploy.load('{args.out}') loads the PyTorch model")
+                  f"{args.out}/report.md, {args.out}/config.toml (--config repeats the run); slimdeploy.load('{args.out}') "
+                  f"loads the PyTorch model")
     return 0

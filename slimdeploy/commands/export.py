@@ -7,6 +7,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from ..config import add_config_arg
 from ..errors import SlimdeployError
 from ..parity import STOL
 from .common import add_model_args, load_model_and_input
@@ -27,6 +28,7 @@ def register(sub) -> None:
     p.add_argument("--rtol", type=float, help="parity: relative tolerance (default 1e-3; 1e-2 for fp16 engines)")
     p.add_argument("--stol", type=float, default=STOL,
                    help="parity: an element also passes within STOL x its output's range (default %(default)s; 0 turns it off)")
+    add_config_arg(p, "export")
     p.set_defaults(func=run)
 
 

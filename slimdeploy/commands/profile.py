@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import sys
 
+from ..config import add_config_arg
 from ..errors import SlimdeployError
 from .common import add_model_args, add_runtime_args, load_model_and_input, runtime_from_args
 
@@ -19,6 +20,7 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the sampled configurations")
     p.add_argument("--db", help="latency database (default: the user cache, or $SLIMDEPLOY_DB)")
     p.add_argument("--out", required=True, help="directory for latency_model.json, validation.json, staircase.json")
+    add_config_arg(p, "profile")
     p.set_defaults(func=cmd_profile)
 
     p = sub.add_parser("predict", help="predicted latency of widths from a fitted latency model")
@@ -31,6 +33,7 @@ def cmd_profile(args) -> int:
     from ..analysis import analyse
     from ..latency.db import LatencyDB
     from ..latency.profile import build_profile
+    from ..progress import stderr_say
 
     if args.samples < 8:
         raise SlimdeployError(f"--samples must be at least 8, got {args.samples}")
@@ -40,9 +43,7 @@ def cmd_profile(args) -> int:
     model, example = load_model_and_input(args)
     analysis = analyse(model, example, args.ignore)
 
-    def say(text: str) -> None:
-        print(text, file=sys.stderr)
-
+    say = stderr_say()
     say(f"profiling {args.model} on {runtime.describe()}: {args.samples} configurations "
         f"+ the full and the smallest")
     with LatencyDB(args.db) as db:

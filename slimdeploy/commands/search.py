@@ -6,6 +6,7 @@ import functools
 import json
 from pathlib import Path
 
+from ..config import add_config_arg
 from ..errors import SlimdeployError
 from .common import (add_budget_args, add_model_args, add_runtime_args, add_search_args, load_model_and_input,
                      runtime_from_args, say_for, search_settings)
@@ -30,6 +31,7 @@ def register(sub) -> None:
     p.add_argument("--out", required=True, help="directory for widths.json, front.json, front.png")
     p.add_argument("--resume", action="store_true", help="continue an interrupted search in --out")
     p.add_argument("--quiet", action="store_true")
+    add_config_arg(p, "search")
     p.set_defaults(func=run)
 
 

@@ -164,18 +164,11 @@ def _robust_stats(samples: Sequence[float]) -> tuple[float, float, float]:
     return med, iqr, (iqr / med if med > 0 else float("inf"))
 
 
-def _timer(model: Any, input_shape, threads, optimization, seed, session_config) -> Any:
-    """`model` itself when it is already a timer; otherwise an ONNX Runtime timer for it."""
-    if hasattr(model, "time_runs"):
-        return model
-    from slimdeploy.runtimes import get_runtime
-
-    options: dict[str, Any] = {"optimization": optimization, "seed": seed}
-    if threads is not None:
-        options["threads"] = threads
-    if session_config:
-        options["session_config"] = dict(session_config)
-    return get_runtime("onnxruntime", options).timer(model, input_shape)
+def _check_timer(timer: Any) -> Any:
+    if not hasattr(timer, "time_runs"):
+        raise SlimdeployError(f"measure/compare take a runtime's timer, got {type(timer).__name__}; for ONNX "
+                              "files use slimdeploy.latency.onnx_files.measure_onnx / compare_onnx")
+    return timer
 
 
 def _runs_per_round(warmup_times: Sequence[float], round_s: float, min_round_runs: int) -> int:
@@ -194,9 +187,7 @@ def _moved(history: Sequence[float], settle: int) -> float:
 
 
 def measure(
-    model: Any,
-    input_shape: Sequence[int] | None = None,
-    threads: int | None = None,
+    timer: Any,
     *,
     warmup: int = 5,
     warmup_s: float = 0.3,
@@ -210,9 +201,6 @@ def measure(
     rtol: float = 0.01,
     target_cv: float = 0.1,
     max_round_cv: float = 0.3,
-    optimization: str = "all",
-    seed: int = 0,
-    session_config: dict[str, str] | None = None,
 ) -> Measurement:
     """Median latency of one model, repeated until it is stable.
 
@@ -224,10 +212,10 @@ def measure(
     stable once it holds at least `min_runs` runs, moved less than `rtol` (relative) over the
     last `settle` rounds, and its cv (IQR/median) is at most `target_cv`. Measuring stops at
     stability, after `max_runs` timed runs, or after `max_seconds`; then ``stable=False``.
-    `model` may be a runtime's timer, used as it is (its threads, shape and input); otherwise the
-    remaining arguments build one.
+    `timer` is a runtime's timer (`Runtime.timer`), used as it is (its threads, shape and input);
+    `slimdeploy.latency.onnx_files.measure_onnx` measures an ONNX file on ONNX Runtime.
     """
-    timer = _timer(model, input_shape, threads, optimization, seed, session_config)
+    timer = _check_timer(timer)
     start = time.perf_counter()
     load = BackgroundLoad()
     warm = timer.warm_up(warmup, warmup_s)
@@ -277,9 +265,7 @@ def measure(
 
 
 def compare(
-    models: Sequence[Any],
-    input_shape: Sequence[int] | None = None,
-    threads: int | None = None,
+    timers: Sequence[Any],
     *,
     rounds: int = 10,
     max_rounds: int = 60,
@@ -292,9 +278,6 @@ def compare(
     rtol: float = 0.01,
     target_cv: float = 0.1,
     max_round_cv: float = 0.3,
-    optimization: str = "all",
-    seed: int = 0,
-    session_config: dict[str, str] | None = None,
 ) -> Comparison:
     """Interleaved latency of 2+ models in one run; ratios are against ``models[0]``.
 
@@ -305,12 +288,12 @@ def compare(
     model's own cv exceeds `max_round_cv` is measured again. Rounds continue until at least
     `rounds` are accepted, every ratio moved less than `rtol` over the last `settle` rounds and
     the per-round ratios' spread (IQR/median) is at most `target_cv`; or until `max_rounds`
-    accepted rounds or `max_seconds` (then ``stable=False``). The inputs share `input_shape`
-    and `threads`. Each model's `Measurement` pools all its accepted runs.
+    accepted rounds or `max_seconds` (then ``stable=False``). The timers must share one input
+    shape. Each model's `Measurement` pools all its accepted runs.
     """
-    if len(models) < 2:
-        raise SlimdeployError(f"compare needs at least two models, got {len(models)}")
-    timers = [_timer(m, input_shape, threads, optimization, seed, session_config) for m in models]
+    if len(timers) < 2:
+        raise SlimdeployError(f"compare needs at least two models, got {len(timers)}")
+    timers = [_check_timer(t) for t in timers]
     shapes = {t.input_shape for t in timers}
     if len(shapes) > 1:
         raise SlimdeployError(

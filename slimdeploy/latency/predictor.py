@@ -348,11 +348,20 @@ def macs_line(train: Sequence[Sample]) -> tuple[float, float]:
 
 
 def validate(model: LatencyModel, train: Sequence[Sample], test: Sequence[Sample]) -> dict[str, Any]:
-    """Held-out error of `model` and, side by side, of the MACs line fitted on the same `train`."""
+    """Held-out error of `model` and, side by side, of the MACs line fitted on the same `train`.
+
+    `held_out` lists each held-out configuration's measured and predicted ms (and the MACs
+    line's, with its MACs, where counted), for plotting predicted against measured.
+    """
     measured = [s.ms for s in test]
-    report: dict[str, Any] = {"n_train": len(train), "n_test": len(test),
-                              **error_metrics([model.predict(s.widths) for s in test], measured)}
+    predicted = [model.predict(s.widths) for s in test]
+    report: dict[str, Any] = {"n_train": len(train), "n_test": len(test), **error_metrics(predicted, measured)}
+    points = [{"measured_ms": round(m, 5), "predicted_ms": round(p, 5)} for m, p in zip(measured, predicted)]
     if all(s.macs for s in list(train) + list(test)):
         a, b = macs_line(train)
-        report["macs_baseline"] = error_metrics([a * s.macs + b for s in test], measured)
+        line = [a * s.macs + b for s in test]
+        report["macs_baseline"] = error_metrics(line, measured)
+        for point, sample, ms in zip(points, test, line):
+            point.update(macs=sample.macs, macs_line_ms=round(ms, 5))
+    report["held_out"] = points
     return report

@@ -21,7 +21,7 @@ import torch.nn as nn
 from ..analysis import Analysis
 from ..errors import SlimdeployError
 from ..inspection import count_macs_params
-from ..progress import bar
+from ..progress import bar, progress
 from ..runtimes import Runtime
 from ..space import MIN_WIDTH_FRACTION, Widths, WidthSpace, atomic_write_text
 from .db import Figure, LatencyDB
@@ -126,9 +126,10 @@ def build_profile(model: nn.Module, example: torch.Tensor, analysis: Analysis, r
     figures = []
     for i, widths in enumerate(configs + extremes):
         figures.append(measurer.figure(widths))
-        if (i + 1) % 10 == 0 or i + 1 == len(configs) + 2:
-            say(f"  {bar(i + 1, len(configs) + 2)} configurations ({measurer.measured} measured, "
-                f"{measurer.reused} from the database)")
+        done, total = i + 1, len(configs) + 2
+        counts = f"{measurer.measured} measured, {measurer.reused} from the database"
+        progress(say, "profiling configurations", done, total,
+                 f"  {bar(done, total)} configurations ({counts})" if done % 10 == 0 or done == total else None, counts)
     all_samples, reference_ms = samples_from_figures(figures)
     train = [s for i, s in enumerate(all_samples) if i not in test_idx]
     test = [s for i, s in enumerate(all_samples) if i in test_idx]

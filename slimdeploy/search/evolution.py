@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import random
 
-from ..progress import bar
+from ..progress import bar, progress
 from ..space import Widths
 from .base import SearchProblem, SearchResult, Searcher, register_searcher
 from .uniform import UniformSearch
@@ -71,8 +71,10 @@ class EvolutionSearch(Searcher):
             best = population[0]
             history.append({"generation": generation, "best_score": problem.score_of(best),
                             "best_latency": problem.latency(best), "evaluated": len(problem.scores())})
-            problem.say(f"{bar(generation, self.generations)} evolution: best score {problem.score_of(best):.4f} "
-                        f"at latency {problem.latency(best):.3f}x ({len(problem.scores())} scored)")
+            note = (f"best score {problem.score_of(best):.4f} at latency {problem.latency(best):.3f}x "
+                    f"({len(problem.scores())} scored)")
+            progress(problem.say, "evolution generations", generation, self.generations,
+                     f"{bar(generation, self.generations)} evolution: {note}", note)
             problem.checkpoint({"generation": generation + 1, "population": [dict(w.widths) for w in population],
                                 "rng": rng.getstate(), "history": history})
         best = max(population + [uniform], key=problem.score_of)

@@ -1,7 +1,7 @@
 """Uniform search: one width multiplier for every group, bisected on latency."""
 from __future__ import annotations
 
-from ..progress import bar
+from ..progress import bar, progress
 from .base import SearchProblem, SearchResult, Searcher, register_searcher
 
 
@@ -32,8 +32,9 @@ class UniformSearch(Searcher):
             ok = problem.meets(widths)
             ratio = problem.latency(widths)
             history.append({"multiplier": round(mid, 4), "latency_ratio": ratio, "meets": ok})
-            problem.say(f"{bar(step + 1, self.steps)} uniform x{mid:.3f}: latency {ratio:.3f}x "
-                        f"{'meets' if ok else 'over'} budget")
+            note = f"x{mid:.3f}: latency {ratio:.3f}x {'meets' if ok else 'over'} budget"
+            progress(problem.say, "uniform bisection", step + 1, self.steps, f"{bar(step + 1, self.steps)} uniform {note}",
+                     note)
             if ok:
                 low, best = mid, widths
             else:

@@ -19,6 +19,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..errors import SlimdeployError
+from ..progress import progress
 from ..train import EpochBatches, Hook, LoopState, TrainLoop, cosine_schedule, sgd_optimizer
 from .core import Supernet
 from .store import CHECKPOINT, prepare_dir
@@ -52,11 +53,13 @@ class _Progress(Hook):
         self.say, self.label, self.every, self.last = say, label, every_seconds, 0.0
 
     def on_step(self, loop, record) -> None:
-        now = time.monotonic()
+        now, line = time.monotonic(), None
         if now - self.last >= self.every or record["batch"] == record["batches"]:
             self.last = now
-            self.say(f"  {self.label} epoch {record['epoch']}/{record['epochs']} batch {record['batch']}/"
-                     f"{record['batches']} loss {record['loss']:.4f}")
+            line = (f"  {self.label} epoch {record['epoch']}/{record['epochs']} batch {record['batch']}/"
+                    f"{record['batches']} loss {record['loss']:.4f}")
+        progress(self.say, f"{self.label} epoch {record['epoch']}/{record['epochs']}", record["batch"],
+                 record["batches"], line, f"loss {record['loss']:.4f}")
 
 
 def run_training(supernet: Supernet, train_set: Dataset, config: SupernetTraining, step: StepFn, state: StepState,

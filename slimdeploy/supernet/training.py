@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from ..errors import SlimdeployError
+from ..progress import progress
 from ..train import EpochBatches, Hook, LoopState, TrainLoop, cosine_schedule, distillation_loss, sgd_optimizer
 from ..train import distributed as dist
 from ..train.evaluate import logits_of, model_device
@@ -116,11 +117,13 @@ class _Progress(Hook):
         self.say, self.every, self.last = say, every_seconds, 0.0
 
     def on_step(self, loop, record) -> None:
-        now = time.monotonic()
+        now, line = time.monotonic(), None
+        note = f"loss {record['loss']:.4f} (smallest {record['loss_smallest']:.4f})"
         if now - self.last >= self.every or record["batch"] == record["batches"]:
             self.last = now
-            self.say(f"  supernet epoch {record['epoch']}/{record['epochs']} batch {record['batch']}/{record['batches']}"
-                     f" loss {record['loss']:.4f} (smallest {record['loss_smallest']:.4f})")
+            line = f"  supernet epoch {record['epoch']}/{record['epochs']} batch {record['batch']}/{record['batches']} {note}"
+        progress(self.say, f"supernet epoch {record['epoch']}/{record['epochs']}", record["batch"], record["batches"],
+                 line, note)
 
 
 def train_supernet(supernet: Supernet, train_set: Dataset, config: SupernetTraining, out: str | Path | None = None,
