@@ -253,12 +253,16 @@ def cmd_ranking(args) -> None:
         if args.macs_low <= costs.counts(w)[0] / macs0 <= args.macs_high and w not in samples:
             samples.append(w)
     data = _data(track)
-    standalone = []
-    for i, w in enumerate(samples):
-        student = prune(model, w, x, analysis=analysis)
-        finetune(student, data["train"], args.epochs, lr=args.lr, teacher=model, seed=0)
-        standalone.append(accuracy(student, data["val"]))
-        log(f"stand-alone {i + 1}/{len(samples)}: {standalone[-1]:.4f}")
+    cached = _results(args.work).get(args.track, {}).get("ranking", {})
+    if cached.get("widths") == [dict(w.widths) for w in samples] and cached.get("epochs") == args.epochs:
+        standalone = cached["standalone"]  # the stand-alone models of an earlier run with the same samples
+    else:
+        standalone = []
+        for i, w in enumerate(samples):
+            student = prune(model, w, x, analysis=analysis)
+            finetune(student, data["train"], args.epochs, lr=args.lr, teacher=model, seed=0)
+            standalone.append(accuracy(student, data["val"]))
+            log(f"stand-alone {i + 1}/{len(samples)}: {standalone[-1]:.4f}")
     recal, _ = original_scorer(model, x, analysis, data, "l2")
     out = {"widths": [dict(w.widths) for w in samples], "standalone": standalone,
            "original_recalibrated": [recal(w) for w in samples], "supernet": {}}

@@ -363,10 +363,13 @@ def test_search_then_compress_with_adaptive_width_from_the_command_line(tmp_path
                 "--latency", "0.5x,0.8x", "--search-option", "points=5", "--samples", "8", "--threads", "1",
                 "--out", str(searched), "--quiet")
     assert done.returncode == 0, done.stderr[-2000:]
-    assert {"widths-0.5x.json", "widths-0.8x.json", "truncation.json", "truncation.png", "front.json"} <= \
+    assert {"widths-0.5x.json", "widths-0.8x.json", "truncation.json", "truncation.png", "front.json",
+            "config.toml"} <= \
         {p.name for p in searched.iterdir()}
     assert {p.name for p in (searched / "adaptive").iterdir()} == {"adaptive.json", "weights.pt", "checkpoint.pt"}
     assert (searched / "truncation.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    config = tomllib.loads((searched / "config.toml").read_text())  # the options in effect: --config repeats it
+    assert (config["method"], config["latency"], config["search-option"]) == ("adaptive", "0.5x,0.8x", ["points=5"])
     curve = json.loads((searched / "truncation.json").read_text())
     assert len(curve["curve"]) >= 5 and all({"latency", "macs", "score", "widths"} <= set(h) for h in curve["curve"])
     assert curve["chosen"]["0.5x"]["costs"]["latency"] <= 0.5 and curve["chosen"]["0.8x"]["costs"]["latency"] <= 0.8

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Callable
 
 from ..errors import SlimdeployError
@@ -148,3 +149,13 @@ def _check_forward(model, example, name) -> None:
                               f"{str(exc).splitlines()[0][:200]}; check --input-shape") from None
     finally:
         model.train(was_training)
+
+
+def write_config(args, out: str | Path) -> None:
+    """`out/config.toml`: this command's options in effect (after --config and flags); --config repeats the run."""
+    from .. import tomlio
+    from ..space import atomic_write_text
+
+    config = {k: v for k, v in (getattr(args, "effective_config", None) or {}).items() if k not in ("config", "resume")}
+    if config:
+        atomic_write_text(Path(out) / "config.toml", tomlio.dumps(config))

@@ -6,7 +6,7 @@ import sys
 
 from ..config import add_config_arg
 from ..errors import SlimdeployError
-from .common import add_model_args, add_runtime_args, load_model_and_input, runtime_from_args
+from .common import add_model_args, add_runtime_args, load_model_and_input, runtime_from_args, write_config
 
 
 def register(sub) -> None:
@@ -50,6 +50,7 @@ def cmd_profile(args) -> int:
         profile = build_profile(model, example, analysis, runtime, samples=args.samples,
                                 test_fraction=args.test_fraction, seed=args.seed, db=db, say=say)
     profile.write(args.out)
+    write_config(args, args.out)
     v = profile.validation
     summary = {k: v.get(k) for k in ("within_5pct", "within_10pct", "mape", "spearman", "n_train", "n_test")}
     summary["macs_baseline"] = v.get("macs_baseline")

@@ -9,7 +9,7 @@ from pathlib import Path
 from ..config import add_config_arg
 from ..errors import SlimdeployError
 from .common import (add_budget_args, add_model_args, add_runtime_args, add_search_args, load_model_and_input,
-                     runtime_from_args, say_for, search_settings)
+                     runtime_from_args, say_for, search_settings, write_config)
 
 
 def register(sub) -> None:
@@ -135,6 +135,7 @@ def run(args) -> int:
                "evaluated": len(front["candidates"]), "pareto": sum(c["pareto"] for c in front["candidates"]),
                "chosen": {label: {"costs": c["costs"], "score": c["score"]} for label, c in front["chosen"].items()}}
     atomic_write_text(out / "search.json", json.dumps({**summary, "latency": info}, indent=1, default=str) + "\n")
+    write_config(args, out)
     print(json.dumps(summary, indent=2))
     return 0
 
