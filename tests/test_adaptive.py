@@ -20,6 +20,7 @@ from slimdeploy.costs import CostModel
 from slimdeploy.data import load_dataset, make_loader
 from slimdeploy.errors import SlimdeployError
 from slimdeploy.search import LATENCY, SearchProblem, get_searcher
+from slimdeploy.tomlio import tomllib
 from slimdeploy.train import LoopState, accuracy, train_classifier
 from slimdeploy.zoo import build
 
