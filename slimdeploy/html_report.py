@@ -51,6 +51,11 @@ def page(report: dict, front: dict | None = None, label: str | None = None) -> s
         body += ["<h2>Latency model on held-out configurations</h2>",
                  _img(plots.prediction_png(points, f"{len(points)} held-out configurations {note}".strip()),
                       "predicted against measured latency")]
+    stairs = (report["search"].get("latency_source") or {}).get("staircase")
+    if stairs:
+        body += ["<h2>Latency staircase of the groups that matter</h2>",
+                 _img(plots.staircase_png(stairs, f"the {len(stairs)} groups saving the most; dots: widths offered"),
+                      "predicted latency over each group's widths")]
     if front:
         body += ["<h2>Accuracy–latency front of the search</h2>", _img(_front_png(front, label), "search front")]
     body += ["<h2>Widths</h2>", _img(plots.widths_png(report["groups"], "kept against full width per group"),

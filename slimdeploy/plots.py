@@ -192,6 +192,23 @@ def prediction_png(points: Sequence[dict], title: str = "") -> bytes:
     return _png(fig, plt)
 
 
+def staircase_png(stairs: dict[str, dict], title: str = "") -> bytes:
+    """Per group, the predicted latency as that group alone narrows (every other group full), the widths the
+    search offers marked: flat runs are channels removed for nothing."""
+    plt = _figure()
+    fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    for name, s in stairs.items():
+        line, = ax.plot(s["widths"], s["ms"], lw=1.2, drawstyle="steps-post", label=name)
+        offered = [(w, m) for w, m in zip(s["widths"], s["ms"]) if w in set(s["offered"])]
+        ax.scatter([w for w, _ in offered], [m for _, m in offered], s=12, color=line.get_color(), zorder=3)
+    ax.set_xlabel("channels kept in the group")
+    ax.set_ylabel("predicted latency (ms)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=7)
+    return _png(fig, plt)
+
+
 def tradeoff_png(points: Sequence[tuple[float, float | None, str]], original: float | None = None,
                  title: str = "") -> bytes:
     """`tradeoff_plot` as PNG bytes."""

@@ -47,6 +47,15 @@ def search_limits(resolved: dict, latency_ratio: float) -> dict[str, float]:
     return {LATENCY: latency_ratio, **caps}
 
 
+STAIRCASE_GROUPS = 6  # the groups whose narrowing saves the most, kept in the report for its plot
+
+
+def _steepest(stairs: dict[str, dict], n: int) -> dict[str, dict]:
+    """The `n` groups of `stairs` whose narrowest width saves the most predicted latency (widths, ms, offered)."""
+    saved = sorted(stairs, key=lambda g: stairs[g]["ms"][0] - stairs[g]["ms"][-1])
+    return {g: {k: stairs[g][k] for k in ("widths", "ms", "offered")} for g in saved[:n]}
+
+
 def latency_source(lat: LatencyOptions, model: nn.Module, x: torch.Tensor, analysis: Analysis, rt: Runtime,
                    measured: MeasuredLatency, search: SearchOptions, say: Callable[[str], None]):
     """(widths → latency ratio, staircase widths offered per group or None, what the report says about it).
@@ -83,6 +92,7 @@ def latency_source(lat: LatencyOptions, model: nn.Module, x: torch.Tensor, analy
         say(f"pruning saves nothing measurable in {len(flat)} group(s): {', '.join(flat[:5])}"
             f"{' ...' if len(flat) > 5 else ''}")
     info["groups_saving_nothing"] = flat
+    info["staircase"] = _steepest(stairs, STAIRCASE_GROUPS)
     # The staircase needs per-layer resolution: only a model fitted on node times has it.
     offered = {g: v["offered"] for g, v in stairs.items()} if fitted.meta.get("node_times") else None
     return PredictedLatency(fitted).ratio, offered, info

@@ -47,8 +47,12 @@ def test_compress_writes_a_self_contained_report_html(compressed_from_config):
     report = json.loads((out / "report.json").read_text())
     parsed = _check_self_contained((out / "report.html").read_text())
     images = [r for r in parsed.refs if r.startswith("data:image/png;base64,")]
-    assert len(images) == 4  # latency, MACs and params, held-out predictions, widths (no front: uniform)
+    assert len(images) == 5  # latency, MACs and params, held-out predictions, staircase, widths (no front: uniform)
     text = " ".join(parsed.text)
+    stairs = report["search"]["latency_source"]["staircase"]
+    assert "staircase of the groups that matter" in text and 0 < len(stairs) <= len(report["groups"])
+    for s in stairs.values():  # the full width costs the most; offered widths are on the curve
+        assert s["ms"][-1] >= s["ms"][0] and set(s["offered"]) <= set(s["widths"]) and len(s["ms"]) == len(s["widths"])
     assert report["model"] in text and f"{report['latency_ms']['ratio']:.3f}" in text
     assert all(name in text for name in report["groups"]) and "Latency model on held-out" in text
     held_out = report["search"]["latency_source"]["validation"]["held_out"]
@@ -64,7 +68,7 @@ def test_a_search_front_and_the_summary_are_embedded_with_the_delivered_point(co
                             {**chosen, "costs": {"latency": 0.9, "macs": 2e6}, "score": 0.7, "pareto": False}],
              "chosen": {"0.6x": chosen}, "latency_targets": [0.6]}
     parsed = _check_self_contained(page(report, front, "0.6x"))
-    assert len([r for r in parsed.refs if r.startswith("data:")]) == 5 and "front of the search" in " ".join(parsed.text)
+    assert len([r for r in parsed.refs if r.startswith("data:")]) == 6 and "front of the search" in " ".join(parsed.text)
     summary = {"model": "m", "method": "evolution", "original": {"latency_ms": 1.0, "macs": 2e6, "params": 1e5,
                                                                  "accuracy": 0.9},
                "budgets": [{"budget": "0.6x", "folder": "0.6x", "latency_ratio": 0.58, "latency_ms": 0.58,
