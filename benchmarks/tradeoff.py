@@ -381,7 +381,7 @@ def render(results: dict) -> str:
                 missed = [r for r in ratios if r > float(budget.rstrip("x"))]
                 table[(method, budget)] = accs
                 cells.append(f"{_mean_std(accs)} ({statistics.mean(ratios):.3f}{', missed ' + str(len(missed)) if missed else ''})"
-                             if accs else "unreachable")
+                             if accs else _unreachable_cell([s["rows"][i] for s in seeds]))
             # slim and evolution search one supernet per seed: its training is counted in both
             seconds = statistics.mean(s["seconds"] + s["training"].get("supernet_seconds", 0) for s in seeds)
             lines.append(f"| {method} (n={len(seeds)}) | " + " | ".join(cells) + f" | {seconds / 60:.1f} min |")
@@ -406,7 +406,16 @@ def render(results: dict) -> str:
                       f"({c['held_out']} held-out images, BN recalibration on 3 batches): supernet "
                       f"{c['evaluations_per_minute']['supernet']:.0f}, pruned original "
                       f"{c['evaluations_per_minute']['pruned_original']:.0f}.", ""]
+    missing = [name for name in TRACKS if not results.get(name, {}).get("runs")]
+    if missing:
+        names = ", ".join(f"{n} ({TRACKS[n]['spec']})" for n in missing)
+        lines += [f"Not run yet: {names}.", ""]
     return "\n".join(lines)
+
+
+def _unreachable_cell(rows: list[dict]) -> str:
+    lowest = [r["lowest_ratio"] for r in rows if r.get("lowest_ratio")]
+    return f"unreachable (lowest measured {min(lowest):.3f}x)" if lowest else "unreachable"
 
 
 def _training_line(runs: dict) -> str:
