@@ -298,6 +298,7 @@ def cmd_costs(args) -> None:
     """Training step cost: plain, supernet sandwich (masking), slicing lower bound; evaluations per minute."""
     import torch.nn.functional as F
 
+    from slimdeploy.analysis import analyse
     from slimdeploy.prune import prune
     from slimdeploy.scoring import original_scorer
     from slimdeploy.supernet import Supernet, sampled_widths, sandwich_step
@@ -311,7 +312,8 @@ def cmd_costs(args) -> None:
     supernet = Supernet(model, x, align=track["align"])
     step = sandwich_step(supernet, 4, 0)
     plain = copy.deepcopy(model).train()
-    pruned = [prune(model, w, x, analysis=supernet.analysis).train() for w in sampled_widths(supernet, 4, 0, 0)]
+    analysis = analyse(model, x)  # the supernet's own analysis is of its copy of the model
+    pruned = [prune(model, w, x, analysis=analysis).train() for w in sampled_widths(supernet, 4, 0, 0)]
 
     def plain_step(m):
         plain.zero_grad()
@@ -331,7 +333,7 @@ def cmd_costs(args) -> None:
     for w in widths:
         score(w)
     supernet_rate = len(widths) / (time.perf_counter() - start) * 60
-    recal, _ = original_scorer(model, x, supernet.analysis, data, "l2")
+    recal, _ = original_scorer(model, x, analysis, data, "l2")
     start = time.perf_counter()
     for w in widths[: max(3, args.evaluations // 3)]:
         recal(w)
@@ -386,6 +388,8 @@ def render(results: dict) -> str:
             seconds = statistics.mean(s["seconds"] + s["training"].get("supernet_seconds", 0) for s in seeds)
             lines.append(f"| {method} (n={len(seeds)}) | " + " | ".join(cells) + f" | {seconds / 60:.1f} min |")
         lines += ["", _goal_lines(table, budgets, original.get("accuracy")), ""]
+        if track.get("note"):  # what the run itself cannot say (conditions, what is missing)
+            lines += [track["note"], ""]
         if "ranking" in track:
             r = track["ranking"]
             taus = r["tau"]["supernet"]
