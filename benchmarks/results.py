@@ -72,13 +72,22 @@ def versions_line() -> str:
     return ", ".join(f"{dist} {_version(dist)}" for dist in ("torch", "torchvision", "torch-pruning", "onnxruntime"))
 
 
-def stamp(command: str, when: _dt.datetime | None = None) -> str:
-    """The provenance block put at the top of every section."""
-    when = when or _dt.datetime.now().astimezone()
+def provenance() -> dict:
+    """Date, machine and versions of this run, to save beside results rendered later or elsewhere."""
+    return {"date": _dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
+            "machine": machine_line(), "versions": versions_line()}
+
+
+def stamp(command: str, when: _dt.datetime | None = None, origin: dict | None = None) -> str:
+    """The provenance block put at the top of every section (`origin`: a saved `provenance()`)."""
+    here = provenance()
+    if when is not None:
+        here["date"] = when.strftime("%Y-%m-%d %H:%M %Z")
+    here.update(origin or {})
     return (f"*Command:* `{command}`  \n"
-            f"*Date:* {when.strftime('%Y-%m-%d %H:%M %Z')}  \n"
-            f"*Machine:* {machine_line()}  \n"
-            f"*Versions:* {versions_line()}\n")
+            f"*Date:* {here['date']}  \n"
+            f"*Machine:* {here['machine']}  \n"
+            f"*Versions:* {here['versions']}\n")
 
 
 def replace_section(document: str, name: str, body: str) -> str:
@@ -104,12 +113,16 @@ def _locked(path: Path):
         os.close(fd)  # releases the lock
 
 
-def write_section(name: str, markdown: str, command: str, path: str | os.PathLike | None = None) -> Path:
-    """Replace (or append) section `name` of RESULTS.md with `markdown`, stamped; atomic write."""
+def write_section(name: str, markdown: str, command: str, path: str | os.PathLike | None = None,
+                  origin: dict | None = None) -> Path:
+    """Replace (or append) section `name` of RESULTS.md with `markdown`, stamped; atomic write.
+
+    `origin` (a `provenance()` saved with the results) stamps the machine that ran them.
+    """
     if not _NAME.match(name):
         raise ValueError(f"section name {name!r} must be letters, digits, '_', '-' or '.'")
     path = Path(path) if path is not None else RESULTS_PATH
-    body = stamp(command) + "\n" + markdown.strip() + "\n"
+    body = stamp(command, origin=origin) + "\n" + markdown.strip() + "\n"
     with _locked(path):
         try:
             document = path.read_text()

@@ -94,6 +94,15 @@ def catalogue() -> list[dict]:
     return entries
 
 
+SLOW = ("swin", "maxvit", "vit_", "regnet_y_16", "regnet_y_32", "wide_resnet", "s3d", "inception")
+
+
+def _expected_cost(entry: dict) -> int:
+    """A rough rank of a model's run time: detection and video, then known slow families, then the rest."""
+    rank = {"detection": 3, "video": 3, "segmentation": 2}.get(entry["section"], 0)
+    return rank + (2 if any(k in entry["spec"] for k in SLOW) else 0)
+
+
 def _torchvision_classifiers() -> list[tuple[str, int]]:
     """(name, parameter count) of every torchvision classifier, counted on the meta device."""
     import warnings
@@ -341,7 +350,11 @@ def _file_name(spec: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", spec)
 
 
-def run_child(entry: dict, logdir: Path, memory_gb: float, timeout_s: float) -> dict:
+def run_child(entry: dict, logdir: Path, memory_gb: float, timeout_s: float, threads: int | None = None) -> dict:
+    """Run one model in its own child; `threads` caps its intra-op threads (for parallel jobs)."""
+    env = dict(os.environ)
+    if threads:
+        env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     result = logdir / f"{_file_name(entry['spec'])}.json"
     log = logdir / f"{_file_name(entry['spec'])}.log"
     result.unlink(missing_ok=True)
@@ -349,7 +362,7 @@ def run_child(entry: dict, logdir: Path, memory_gb: float, timeout_s: float) -> 
     with open(log, "w") as log_file:
         proc = subprocess.Popen(
             [sys.executable, str(Path(__file__).resolve()), "--one", json.dumps(entry), "--result", str(result)],
-            stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
             preexec_fn=_limit_memory(memory_gb), start_new_session=True)
         killed = None
         try:
@@ -444,7 +457,9 @@ def render(rows: list[dict], total_s: float, meta: dict) -> str:
     n_pass = sum(passed(r) for r in rows)
     lines = [
         f"**{n_pass} of {len(rows)} models pass** (random init; total run time {total_s / 60:.1f} min, one "
-        f"child process per model, memory cap {meta.get('memory_gb', '?'):g} GB, timeout "
+        "child process per model"
+        + (f", {meta['jobs']} at a time with one thread each" if meta.get("jobs", 1) > 1 else "")
+        + f", memory cap {meta.get('memory_gb', '?'):g} GB, timeout "
         f"{meta.get('timeout_s', 0) / 60:g} min). Per section: "
         + ", ".join(f"{s} {sum(passed(r) for r in rows if r.get('section') == s)}/"
                     f"{sum(r.get('section') == s for r in rows)}" for s in SECTIONS
@@ -502,6 +517,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sections", help=f"comma-separated subset of {', '.join(SECTIONS)}")
     p.add_argument("--memory-gb", type=float, default=14.0, help="address-space cap of each child (RLIMIT_AS)")
     p.add_argument("--timeout", type=float, default=600.0, help="wall-clock limit of each child in seconds")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="children run at once (each then limited to one thread; for many-core machines)")
     p.add_argument("--logs", help="folder for per-model logs and JSON (default: a new temp folder)")
     p.add_argument("--json", help="also write all rows to this JSON file (updated after every model)")
     p.add_argument("--resume", action="store_true", help="with --json: skip the models that file already holds")
@@ -528,7 +545,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.no_write:
             sys.path.insert(0, str(HERE))
             from results import write_section
-            write_section(SECTION, markdown, meta.get("command", command))
+            write_section(SECTION, markdown, meta.get("command", command), origin=meta.get("origin"))
         return 0
 
     entries = catalogue()
@@ -544,6 +561,8 @@ def main(argv: list[str] | None = None) -> int:
         if set(chosen) - set(SECTIONS):
             p.error(f"unknown section(s) {', '.join(set(chosen) - set(SECTIONS))}; choose from {', '.join(SECTIONS)}")
         entries = [e for e in entries if e["section"] in chosen]
+    if args.jobs > 1:  # the longest first, so that the run does not end waiting on one slow child
+        entries.sort(key=_expected_cost, reverse=True)
     skipped = sorted(e["spec"].split(":", 1)[1] for e in entries if e.get("skip"))
     entries = [e for e in entries if not e.get("skip") or args.models]
     rows: list[dict] = []
@@ -555,19 +574,40 @@ def main(argv: list[str] | None = None) -> int:
     logdir = Path(args.logs) if args.logs else Path(tempfile.mkdtemp(prefix="slimdeploy-zoo-"))
     logdir.mkdir(parents=True, exist_ok=True)
     print(f"{len(entries)} models; logs in {logdir}", flush=True)
-    meta = {"command": command, "memory_gb": args.memory_gb, "timeout_s": args.timeout, "skipped": skipped}
+    sys.path.insert(0, str(HERE))
+    from results import provenance
+    origin = provenance()
+    try:
+        from importlib.metadata import version
+        origin["versions"] += f", timm {version('timm')}"
+    except Exception:  # timm absent: the timm rows say so themselves
+        pass
+    meta = {"command": command, "memory_gb": args.memory_gb, "timeout_s": args.timeout, "skipped": skipped,
+            "jobs": args.jobs, "origin": origin}
 
     t_start = time.monotonic()
-    for i, entry in enumerate(entries, 1):
-        r = run_child(entry, logdir, args.memory_gb, args.timeout)
+    threads = 1 if args.jobs > 1 else None
+    done = 0
+
+    def record(r: dict) -> None:
+        nonlocal done
+        done += 1
         rows.append(r)
         status = "PASS" if passed(r) else f"FAIL at {r['failures'][0]['stage']}: {r['failures'][0]['reason'][:160]}"
         share = r.get("prunable") or {}
-        print(f"[{i}/{len(entries)}] {r['model']} {r.get('wall_s', 0):.0f} s groups={r.get('groups')} "
+        print(f"[{done}/{len(entries)}] {r['model']} {r.get('wall_s', 0):.0f} s groups={r.get('groups')} "
               f"prunable params={share.get('params', 0):.0%} {status}", flush=True)
         if args.json:
-            Path(args.json).write_text(json.dumps({"rows": rows, "total_s": spent + time.monotonic() - t_start,
-                                                   "meta": meta}, indent=1))
+            tmp = Path(args.json + ".tmp")
+            tmp.write_text(json.dumps({"rows": rows, "total_s": spent + time.monotonic() - t_start,
+                                       "meta": meta}, indent=1))
+            os.replace(tmp, args.json)
+
+    from concurrent.futures import ThreadPoolExecutor, as_completed
+    with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        futures = [pool.submit(run_child, e, logdir, args.memory_gb, args.timeout, threads) for e in entries]
+        for future in as_completed(futures):
+            record(future.result())
 
     total_s = spent + time.monotonic() - t_start
     markdown = render(rows, total_s, {**meta, **({"reading": reading} if reading else {})})
@@ -576,7 +616,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_write and (not (args.models or args.sections) or args.write):
         sys.path.insert(0, str(HERE))
         from results import write_section
-        path = write_section(SECTION, markdown, command)
+        path = write_section(SECTION, markdown, command, origin=meta["origin"])
         print(f"wrote the {SECTION!r} section of {path}")
     else:
         print(markdown)

@@ -271,9 +271,10 @@ def _trial(scope: Scope, ignored: list[nn.Module]) -> tuple[list[ChannelGroup], 
     """The scope's groups that survive pruning, and (name, reason) of those left out: the ones that
     break it and the ones through a layer side that cannot lose channels alone.
 
-    A copy is pruned to about half in every group (every other channel, so index mappings that
-    are wrong for high or low positions show) and must still run with the same output shapes. When it does not, the breaking groups are singled out by bisection (each half of
-    the suspects pruned on a fresh copy) and left out; the rest must then pass together.
+    A copy is pruned to about half in every group (`_trial_positions`), must lose exactly the
+    channels asked of each group and must still run with the same output shapes. When it does not,
+    the breaking groups are singled out by bisection (each half of the suspects pruned on a fresh
+    copy) and left out; the rest must then pass together.
     Raises when the analysis itself fails or no subset passes.
     """
     with torch.no_grad():
@@ -327,9 +328,11 @@ def _prune_half(scope: Scope, ignored: list[nn.Module], reference: list, names: 
         keep = max(g.divisor, (g.width // 2) // g.divisor * g.divisor)
         block = g.width // g.divisor
         drop = block - keep // g.divisor
-        spread = [(i * block) // drop for i in range(drop)]  # low and high positions: a wrong mapping shows
+        remove = [b * block + p for b in range(g.divisor) for p in _trial_positions(block, drop)]
         try:
-            prune_group(graph, item, [b * block + p for b in range(g.divisor) for p in spread])
+            before = _root_width(graph, item)
+            prune_group(graph, item, remove)
+            _check_removed(graph, item, before, len(remove))
         except (LimitExceeded, MemoryError):
             raise
         except Exception as exc:  # a group torch-pruning cannot prune breaks like one that breaks the forward
@@ -347,6 +350,38 @@ def _prune_half(scope: Scope, ignored: list[nn.Module], reference: list, names: 
     if shapes != reference:
         return groups, RuntimeError(f"pruned copy changed the output shapes {reference} -> {shapes}")
     return groups, None
+
+
+def _trial_positions(block: int, drop: int) -> list[int]:
+    """`drop` of a block's `block` positions for the trial: the lowest half of them, the rest every
+    other position down from the top. Low and high positions both go, so mappings wrong at either end
+    show, and the set is not symmetric under a shift, so channels tied to others (i and i + block/2)
+    show as more channels removed than asked."""
+    low = list(range((drop + 1) // 2))
+    high = [p for p in range(block - 1, -1, -2) if p >= len(low)][: drop - len(low)]
+    chosen = set(low) | set(high)
+    chosen |= set([p for p in range(block) if p not in chosen][: drop - len(chosen)])
+    return sorted(chosen)
+
+
+def _root_width(graph: tp.DependencyGraph, item: GraphGroup) -> int | None:
+    """The channel count of the group's root layer on the pruned side."""
+    if graph.is_out_channel_pruning_fn(item.handler):
+        return graph.get_out_channels(item.root)
+    return graph.get_in_channels(item.root)
+
+
+def _check_removed(graph: tp.DependencyGraph, item: GraphGroup, before: int | None, removed: int) -> None:
+    """Raise unless pruning removed exactly `removed` root channels.
+
+    A group whose channels map onto each other (GhostNet concatenates a tensor with a depthwise
+    copy of itself, so one root channel is tied to two) loses more than it was asked to, and
+    widths in it could not be exact.
+    """
+    after = _root_width(graph, item)
+    if before is not None and after is not None and before - after != removed:
+        raise RuntimeError(f"removing {removed} of {item.info.name}'s channels removed {before - after}: "
+                           f"its channels are coupled to each other, so no width in it would be exact")
 
 
 def _one_line(exc: BaseException) -> str:

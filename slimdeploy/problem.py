@@ -52,7 +52,8 @@ STAIRCASE_GROUPS = 6  # the groups whose narrowing saves the most, kept in the r
 
 def _steepest(stairs: dict[str, dict], n: int) -> dict[str, dict]:
     """The `n` groups of `stairs` whose narrowest width saves the most predicted latency (widths, ms, offered)."""
-    saved = sorted(stairs, key=lambda g: stairs[g]["ms"][0] - stairs[g]["ms"][-1])
+    # widths ascend, so ms[-1] - ms[0] is what cutting the group from full to narrowest saves
+    saved = sorted(stairs, key=lambda g: stairs[g]["ms"][-1] - stairs[g]["ms"][0], reverse=True)
     return {g: {k: stairs[g][k] for k in ("widths", "ms", "offered")} for g in saved[:n]}
 
 

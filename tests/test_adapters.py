@@ -155,6 +155,26 @@ def test_timm_vit_attention_is_one_layer_so_the_stream_width_is_offered_within_t
         assert pruned(x).shape == (1, 1000)
 
 
+def test_timm_swin_window_attention_and_patch_merging_are_layers_so_stage_widths_are_offered():
+    from timm.models.swin_transformer import SwinTransformer
+
+    torch.manual_seed(0)
+    model = set_eval(SwinTransformer(img_size=64, patch_size=4, window_size=4, embed_dim=32, depths=(1, 1, 1),
+                                     num_heads=(1, 2, 4), num_classes=10))
+    x = torch.randn(1, 3, 64, 64)
+    analysis = analyse(model, x)
+    assert not analysis.notes and len(analysis.scopes) == 1  # the zoo: relative position bias pruned to 0 heads
+    widths = analysis.space.uniform(0.5)
+    pruned = prune(model, widths, x, analysis=analysis)
+    stage = pruned.layers[1]
+    attention = stage.blocks[0].attn
+    assert attention.qkv.in_features == attention.proj.out_features == stage.downsample.reduction.out_features
+    assert attention.qkv.in_features < 64 and attention.relative_position_bias_table.shape[1] == 2  # heads stay
+    assert stage.downsample.reduction.in_features == 4 * pruned.layers[0].blocks[0].attn.proj.out_features
+    with torch.no_grad():
+        assert pruned(x).shape == (1, 10)
+
+
 def test_efficient_channel_attention_passes_its_channels_through():
     from timm.layers import EcaModule
 

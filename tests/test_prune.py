@@ -217,3 +217,48 @@ def test_widths_for_another_model_are_refused():
     other = case("resnet50")[2].space.uniform(0.5)
     with pytest.raises(SlimdeployError, match="made for structure"):
         prune(model, other, x, analysis=analysis)
+
+
+class GhostLike(nn.Module):
+    """GhostNet's pattern: a tensor concatenated with a depthwise copy of itself, added to the stem,
+    so stem channel i is tied to stem channel i + 4 (no width of the stem group can be exact)."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.primary = nn.Conv2d(8, 4, 1)
+        self.cheap = nn.Conv2d(4, 4, 3, padding=1, groups=4)
+        self.expand = nn.Conv2d(8, 16, 1)
+        self.head = nn.Linear(16, 5)
+
+    def forward(self, x):
+        s = self.stem(x)
+        p = self.primary(s)
+        y = torch.cat([p, self.cheap(p)], 1) + s
+        return self.head(torch.relu(self.expand(y)).mean((2, 3)))
+
+
+def test_a_group_whose_channels_are_tied_to_each_other_is_left_at_full_width():
+    torch.manual_seed(0)
+    model, x = GhostLike().eval(), torch.randn(1, 3, 16, 16)
+    analysis = analyse(model, x)
+    names = {g.name for g in analysis.space}
+    assert "stem" not in names and "expand" in names
+    assert any("stem" in note and "coupled to each other" in note for note in analysis.notes), analysis.notes
+    widths = analysis.space.random(0)
+    pruned = prune(model, widths, x, analysis=analysis)
+    assert {g: out_width(pruned.get_submodule(g)) for g in widths.widths} == dict(widths.widths)
+    assert pruned.stem.out_channels == 8 and pruned(x).shape == (1, 5)
+
+
+def test_the_trial_removes_low_and_high_positions_in_a_set_no_half_shift_maps_onto_itself():
+    from slimdeploy.analysis import _trial_positions
+
+    for block in range(2, 40):
+        drop = block - block // 2
+        chosen = _trial_positions(block, drop)
+        assert len(chosen) == len(set(chosen)) == drop and 0 in chosen
+        assert block == 2 or block - 1 in chosen
+        if block % 2 == 0 and block >= 4:
+            shifted = {(p + block // 2) % block for p in chosen}
+            assert shifted != set(chosen)

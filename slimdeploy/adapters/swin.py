@@ -24,7 +24,8 @@ from .base import LayerRule, fixup, layer_rule
 ATTENTION = ("torchvision.models.swin_transformer.ShiftedWindowAttention",
              "torchvision.models.swin_transformer.ShiftedWindowAttentionV2")
 MERGING = ("torchvision.models.swin_transformer.PatchMerging",
-           "torchvision.models.swin_transformer.PatchMergingV2")
+           "torchvision.models.swin_transformer.PatchMergingV2",
+           "timm.models.swin_transformer.PatchMerging")  # timm: the same four blocks of C, norm first
 
 
 @layer_rule(*ATTENTION)

@@ -60,3 +60,4 @@ layer_rule("timm.models.efficientformer.Attention")(StreamEnds(("qkv",), "proj")
 layer_rule("timm.models.levit.Attention")(StreamEnds(("qkv.linear",), "proj.ln.linear", "proj.ln.bn"))
 layer_rule("timm.models.levit.AttentionDownsample")(
     StreamEnds(("kv.linear", "q.ln.linear"), "proj.ln.linear", "proj.ln.bn"))
+layer_rule("timm.models.swin_transformer.WindowAttention")(StreamEnds(("qkv",), "proj"))

@@ -17,8 +17,8 @@ import torch
 from ..checkpoint import rebuild
 from ..errors import SlimdeployError
 from ..space import atomic_write_text
-from ..supernet.store import _atomic_save as _save, _load  # the same safe writing and weights-only reading
 from ..train.loop import LoopState
+from ..train.run_files import atomic_save, load_plain, read_checkpoint, restore
 from ..zoo import META
 
 if TYPE_CHECKING:
@@ -45,31 +45,18 @@ def finished(directory: str | os.PathLike) -> bool:
 def save_checkpoint(out: Path, net: "AdaptiveWidth", optimizer: torch.optim.Optimizer, state: LoopState,
                     config: Any) -> None:
     """checkpoint.pt: weights and rates, optimizer, loop position and RNG, channel order, settings."""
-    _save({"format": CHECKPOINT_FORMAT, "net": net.state_dict(), "optimizer": optimizer.state_dict(),
+    atomic_save({"format": CHECKPOINT_FORMAT, "net": net.state_dict(), "optimizer": optimizer.state_dict(),
            "loop": state.to_dict(), "order": _order(net), "config": asdict(config)}, Path(out) / CHECKPOINT)
 
 
 def load_checkpoint(out: Path, net: "AdaptiveWidth", optimizer: torch.optim.Optimizer, config: Any) -> LoopState | None:
     """Restore weights, rates, widths, optimizer and order from `out`; the loop state to continue from."""
     path = Path(out) / CHECKPOINT
-    if not path.exists():
+    data = read_checkpoint(path, CHECKPOINT_FORMAT, "adaptive-width", asdict(config), UNCHECKED)
+    if data is None:
         return None
-    data = _load(path)
-    if data.get("format") != CHECKPOINT_FORMAT:
-        raise SlimdeployError(f"{path} is not a slimdeploy adaptive-width checkpoint")
-    saved = {k: v for k, v in data.get("config", {}).items() if k not in UNCHECKED}
-    current = {k: v for k, v in asdict(config).items() if k in saved}
-    if saved != current:
-        changed = sorted(k for k in saved if saved[k] != current.get(k))
-        raise SlimdeployError(f"the run in {out} was started with other settings ({', '.join(changed)}); resume it "
-                              f"with the same ones, or start a new run in another directory")
     net.set_order(data["order"])
-    try:
-        net.load_state_dict(data["net"])
-        optimizer.load_state_dict(data["optimizer"])
-    except (RuntimeError, ValueError, KeyError) as exc:
-        raise SlimdeployError(f"{path} does not fit this model ({str(exc).splitlines()[0]}); was it made for "
-                              f"another model?") from None
+    restore(path, (net, data["net"]), (optimizer, data["optimizer"]))
     net.refresh()
     return LoopState(**data["loop"])
 
@@ -78,7 +65,7 @@ def write_adaptive(out: Path, net: "AdaptiveWidth", training: dict[str, Any]) ->
     """weights.pt and adaptive.json: everything `load_adaptive` needs."""
     out = Path(out)
     meta = getattr(net.model, META, None) or {}
-    _save(net.state_dict(), out / WEIGHTS)
+    atomic_save(net.state_dict(), out / WEIGHTS)
     manifest = {"format": ADAPTIVE_FORMAT, "model": {"source": meta.get("source"), "steps": meta.get("steps", []),
                                                      "input_shape": list(net.example.shape)},
                 "structure": net.space.fingerprint, "align": net.align, "min_fraction": net.min_fraction,
@@ -114,7 +101,7 @@ def load_adaptive(directory: str | os.PathLike) -> "AdaptiveWidth":
         raise SlimdeployError(f"{directory / MANIFEST} was made for structure {manifest['structure']}, but its model "
                               f"now gives {net.space.fingerprint}")
     try:
-        net.load_state_dict(_load(directory / WEIGHTS))
+        net.load_state_dict(load_plain(directory / WEIGHTS))
     except RuntimeError as exc:
         raise SlimdeployError(f"cannot load {directory / WEIGHTS}: {str(exc).splitlines()[0]}") from None
     net.refresh()

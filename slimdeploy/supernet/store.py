@@ -19,6 +19,7 @@ from ..checkpoint import rebuild
 from ..errors import SlimdeployError
 from ..space import atomic_write_text
 from ..train.loop import LoopState
+from ..train.run_files import atomic_save, load_plain, read_checkpoint, restore
 from ..zoo import META
 
 if TYPE_CHECKING:
@@ -44,12 +45,6 @@ def prepare_dir(out: Path, resume: bool) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
 
-def _atomic_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
 def _order_json(supernet: "Supernet") -> dict[str, list[int]]:
     return {name: order.tolist() for name, order in supernet.order.items()}
 
@@ -57,7 +52,7 @@ def _order_json(supernet: "Supernet") -> dict[str, list[int]]:
 def save_checkpoint(out: Path, supernet: "Supernet", optimizer: torch.optim.Optimizer, state: LoopState,
                     config: Any) -> None:
     """checkpoint.pt: weights, optimizer, loop position and RNG, channel order, training settings."""
-    _atomic_save({"format": CHECKPOINT_FORMAT, "model": supernet.model.state_dict(),
+    atomic_save({"format": CHECKPOINT_FORMAT, "model": supernet.model.state_dict(),
                   "optimizer": optimizer.state_dict(), "loop": state.to_dict(), "order": _order_json(supernet),
                   "config": asdict(config)}, Path(out) / CHECKPOINT)
 
@@ -65,24 +60,12 @@ def save_checkpoint(out: Path, supernet: "Supernet", optimizer: torch.optim.Opti
 def load_checkpoint(out: Path, supernet: "Supernet", optimizer: torch.optim.Optimizer, config: Any) -> LoopState | None:
     """Restore weights, optimizer and order from `out`'s checkpoint; the loop state to continue from."""
     path = Path(out) / CHECKPOINT
-    if not path.exists():
+    data = read_checkpoint(path, CHECKPOINT_FORMAT, "supernet", asdict(config), ("epochs", "checkpoint_every"),
+                           where="--out")
+    if data is None:
         return None
-    data = _load(path)
-    if data.get("format") != CHECKPOINT_FORMAT:
-        raise SlimdeployError(f"{path} is not a slimdeploy supernet checkpoint")
-    saved = {k: v for k, v in data.get("config", {}).items() if k not in ("epochs", "checkpoint_every")}
-    current = {k: v for k, v in asdict(config).items() if k in saved}
-    if saved != current:
-        changed = sorted(k for k in saved if saved[k] != current.get(k))
-        raise SlimdeployError(f"the run in {out} was started with other settings ({', '.join(changed)}); resume it "
-                              f"with the same ones, or start a new run in another --out")
     supernet.order = {name: torch.as_tensor(o, dtype=torch.long) for name, o in data["order"].items()}
-    try:
-        supernet.model.load_state_dict(data["model"])
-        optimizer.load_state_dict(data["optimizer"])
-    except (RuntimeError, ValueError, KeyError) as exc:
-        raise SlimdeployError(f"{path} does not fit this model ({str(exc).splitlines()[0]}); was it made for "
-                              f"another model?") from None
+    restore(path, (supernet.model, data["model"]), (optimizer, data["optimizer"]))
     return LoopState(**data["loop"])
 
 
@@ -90,7 +73,7 @@ def write_supernet(out: Path, supernet: "Supernet", training: dict[str, Any]) ->
     """weights.pt and supernet.json: everything `load_supernet` needs."""
     out = Path(out)
     meta = getattr(supernet.model, META, None) or {}
-    _atomic_save(supernet.model.state_dict(), out / WEIGHTS)
+    atomic_save(supernet.model.state_dict(), out / WEIGHTS)
     manifest = {"format": SUPERNET_FORMAT, "model": {"source": meta.get("source"), "steps": meta.get("steps", []),
                                                      "input_shape": list(supernet.example.shape)},
                 "structure": supernet.space.fingerprint, "align": supernet.align,
@@ -133,18 +116,10 @@ def load_supernet(directory: str | os.PathLike) -> "Supernet":
         raise SlimdeployError(f"{directory / MANIFEST} was made for structure {manifest['structure']}, but its model "
                               f"now gives {supernet.space.fingerprint} (another torchvision or slimdeploy version?)")
     try:
-        supernet.model.load_state_dict(_load(directory / WEIGHTS))
+        supernet.model.load_state_dict(load_plain(directory / WEIGHTS))
     except RuntimeError as exc:
         raise SlimdeployError(f"cannot load {directory / WEIGHTS}: {str(exc).splitlines()[0]}") from None
     supernet.trained = manifest.get("training", {})
     return supernet.eval()
 
 
-def _load(path: Path) -> Any:
-    try:
-        return torch.load(path, weights_only=True, map_location="cpu")
-    except FileNotFoundError:
-        raise SlimdeployError(f"{path} is missing") from None
-    except Exception as exc:  # a truncated or foreign file raises many kinds
-        raise SlimdeployError(f"cannot read {path} ({type(exc).__name__}: {str(exc).splitlines()[0][:120]}); "
-                              f"the file is damaged or not a slimdeploy file") from None
