@@ -176,16 +176,33 @@ def prune_group(graph: tp.DependencyGraph, item: GraphGroup, remove: list[int]) 
         graph.get_pruning_group(item.root, item.handler, remove).prune()
 
 
+REPLAY_SLACK = 10  # a planned analysis may take this many times the bound: the plan was proven once
+
+
 def analyse(model: nn.Module, example_input: torch.Tensor | tuple, ignored: Sequence[str] = (),
-            memory_gb: float = DEFAULT_MEMORY_GB, seconds: float = DEFAULT_SECONDS) -> Analysis:
-    """Return the model's width space, falling back to smaller scopes where analysis fails."""
+            memory_gb: float = DEFAULT_MEMORY_GB, seconds: float = DEFAULT_SECONDS,
+            plan: Sequence[str] | None = None) -> Analysis:
+    """Return the model's width space, falling back to smaller scopes where analysis fails.
+
+    `plan` (the scope paths of an earlier analysis, as a pruning step records them) analyses
+    exactly those scopes, with no fallback: replaying a saved model then finds the same groups on
+    a slower or busier machine, where the time or memory bound might have split the model otherwise.
+    """
     inputs = example_input if isinstance(example_input, tuple) else (example_input,)
     ignored_modules = _resolve_ignored(model, ignored)
     scopes: list[Scope] = []
     notes: list[str] = []
     with evaluating(model):
-        _analyse_scope(Scope("", adapters.analysis_view(model), inputs), ignored_modules, scopes, notes,
-                       memory_gb, seconds)
+        view = adapters.analysis_view(model)
+        if plan is None:
+            _analyse_scope(Scope("", view, inputs), ignored_modules, scopes, notes, memory_gb, seconds)
+        else:
+            for scope in _planned_scopes(view, inputs, plan):
+                with guarded(memory_gb * REPLAY_SLACK, seconds * REPLAY_SLACK,
+                             f"dependency analysis of {scope.path or 'the model'}"):
+                    scope.groups, broken = _trial(scope, ignored_modules)
+                _note_broken(scope, broken, notes)
+                scopes.append(scope)
         structures = _structures(model, inputs, ignored, notes)
     groups = [g for s in scopes for g in s.groups] + [g for st in structures for g in st.groups]
     cls = type(model)
@@ -242,10 +259,7 @@ def _analyse_scope(scope: Scope, ignored: list[nn.Module], scopes: list[Scope], 
     try:
         with guarded(memory_gb, seconds, what):
             scope.groups, broken = _trial(scope, ignored)
-        if broken:
-            notes.append(f"{scope.path or 'model'}: {len(broken)} group(s) left at full width because pruning them "
-                         f"breaks the model or cannot be done: "
-                         + "; ".join(f"{name} ({why})" for name, why in broken[:4]) + (" ..." if len(broken) > 4 else ""))
+        _note_broken(scope, broken, notes)
         if scope.groups:
             scopes.append(scope)
         parents = [(name, m) for name, m in scope.module.named_modules()
@@ -262,6 +276,39 @@ def _analyse_scope(scope: Scope, ignored: list[nn.Module], scopes: list[Scope], 
                  f"keeping their boundary widths")
     for child in children:
         _analyse_scope(child, ignored, scopes, notes, memory_gb, seconds)
+
+
+def _note_broken(scope: Scope, broken: list[tuple[str, str]], notes: list[str]) -> None:
+    if broken:
+        notes.append(f"{scope.path or 'model'}: {len(broken)} group(s) left at full width because pruning them "
+                     f"breaks the model or cannot be done: "
+                     + "; ".join(f"{name} ({why})" for name, why in broken[:4]) + (" ..." if len(broken) > 4 else ""))
+
+
+def _planned_scopes(view: nn.Module, inputs: tuple, plan: Sequence[str]) -> list[Scope]:
+    """The scopes at the paths of `plan`, each with the inputs of its first call in a forward pass."""
+    try:
+        modules = {path: view.get_submodule(path) if path else view for path in plan}
+    except AttributeError as exc:
+        raise SlimdeployError(f"the recorded analysis plan names a part this model does not have ({exc})") from None
+    captured: dict[str, tuple] = {"": inputs}
+    hooks = []
+    for path, module in modules.items():
+        def hook(mod, args, path=path):
+            if path not in captured and all(isinstance(a, torch.Tensor) for a in args):
+                captured[path] = tuple(a.detach().clone() for a in args)
+        if path:
+            hooks.append(module.register_forward_pre_hook(hook))
+    try:
+        with torch.no_grad():
+            view(*inputs)
+    finally:
+        for h in hooks:
+            h.remove()
+    missing = [path for path in plan if path not in captured]
+    if missing:
+        raise SlimdeployError(f"the recorded analysis plan names parts this model never calls: {', '.join(missing)}")
+    return [Scope(path, modules[path], captured[path]) for path in plan]
 
 
 MAX_TRIALS = 40  # pruned copies tried to single out the groups that break a scope

@@ -20,6 +20,7 @@ import torch.nn as nn
 from . import zoo
 from .analysis import analyse
 from .errors import SlimdeployError
+from .guard import LimitExceeded
 from .importance import FirstChannels
 from .prune import prune
 from .space import Widths
@@ -117,7 +118,11 @@ def rebuild(manifest: dict, source: str | os.PathLike = MANIFEST) -> nn.Module:
             widths = Widths.from_json(step["widths"], source=f"{source} (pruning step {number})")
             try:
                 model = prune(model, widths, example, importance=FirstChannels(),
-                              analysis=analyse(model, example, ignored), ignored=ignored)
+                              analysis=analyse(model, example, ignored, plan=step.get("scopes")), ignored=ignored)
+            except LimitExceeded as exc:
+                raise SlimdeployError(f"{source}: replaying pruning step {number} ran past the analysis bound on this "
+                                      f"machine ({exc}); raise SLIMDEPLOY_ANALYSIS_SECONDS or "
+                                      f"SLIMDEPLOY_ANALYSIS_MEMORY_GB and load it again") from None
             except SlimdeployError as exc:
                 raise _damaged(Path(source), f"records pruning step {number} that cannot be replayed ({exc})") from None
     return model
@@ -215,6 +220,7 @@ def _read_manifest(directory: Path) -> dict:
     if not isinstance(steps, list) or not all(
             isinstance(step, dict) and isinstance(step.get("widths"), dict)
             and isinstance(step.get("ignored", []), list) and all(isinstance(i, str) for i in step.get("ignored", []))
+            and isinstance(step.get("scopes", []), list) and all(isinstance(i, str) for i in step.get("scopes", []))
             for step in steps):
         raise _damaged(path, 'has malformed pruning steps; each must be {"widths": {...}, "ignored": [...]}')
     if steps and shape is None:

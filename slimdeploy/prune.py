@@ -52,7 +52,7 @@ def prune(model: nn.Module, widths: Widths, example_input: torch.Tensor, importa
     adapters.after_prune(pruned)
     pruned.zero_grad(set_to_none=True)
     pruned.train(model.training)
-    _record_step(model, pruned, widths, example_input, ignored)
+    _record_step(model, pruned, widths, example_input, ignored, [scope.path for scope in analysis.scopes])
     return pruned
 
 
@@ -76,12 +76,15 @@ def _accumulate_gradients(model: nn.Module, batch) -> None:
         loss.backward()
 
 
-def _record_step(source: nn.Module, pruned: nn.Module, widths: Widths, example_input, ignored) -> None:
-    """Keep the recipe (source spec + every pruning step) so a saved model rebuilds without pickle."""
+def _record_step(source: nn.Module, pruned: nn.Module, widths: Widths, example_input, ignored,
+                 scopes: list[str]) -> None:
+    """Keep the recipe (source spec + every pruning step) so a saved model rebuilds without pickle;
+    `scopes`, the analysis's plan, makes the replay find the same groups whatever the machine."""
     meta = dict(getattr(source, META, None) or {})
     meta.setdefault("input_shape", list(example_input.shape))
     meta["structure"] = widths.structure
-    meta["steps"] = list(meta.get("steps", [])) + [{"widths": widths.to_json(), "ignored": list(ignored)}]
+    meta["steps"] = list(meta.get("steps", [])) + [{"widths": widths.to_json(), "ignored": list(ignored),
+                                                     "scopes": scopes}]
     setattr(pruned, META, meta)
 
 

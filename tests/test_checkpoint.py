@@ -45,6 +45,24 @@ print(float((model(x) - y).abs().max()))
     assert not (tmp_path / "m" / "model.pkl").exists()
 
 
+def test_a_model_analysed_part_by_part_reloads_with_the_same_parts(tmp_path):
+    """On a busy machine the time bound can split a model into parts that a quicker machine analyses
+    whole; the saved step records the parts, so the replay finds the same groups anywhere."""
+    model = build("torchvision:resnet18").eval()
+    x = torch.randn(1, 3, 64, 64)
+    parts = analyse(model, x, plan=["layer1", "layer3"])  # what a fallback to some children leaves
+    assert [s.path for s in parts.scopes] == ["layer1", "layer3"]
+    assert parts.space.fingerprint != analyse(model, x).space.fingerprint
+    assert {g.name for g in parts.space} <= {n for n, _ in model.named_modules() if n.startswith(("layer1", "layer3"))}
+    pruned = prune(model, parts.space.random(3), x, analysis=parts).eval()
+    save(pruned, tmp_path / "m")
+    assert json.loads((tmp_path / "m" / "slimdeploy.json").read_text())["steps"][0]["scopes"] == ["layer1", "layer3"]
+    with torch.no_grad():
+        assert torch.equal(load(tmp_path / "m")(x), pruned(x))
+    with pytest.raises(SlimdeployError, match="plan names a part this model does not have"):
+        analyse(model, x, plan=["layer9"])
+
+
 def test_pruning_a_loaded_model_again_records_both_steps(pruned_resnet, tmp_path):
     pruned, x = pruned_resnet
     save(pruned, tmp_path / "a")
@@ -159,6 +177,7 @@ def test_the_cli_ends_in_one_line_on_each_damaged_file_and_writes_nothing(saved_
     (lambda m: {**m, "weights": "../weights.pt"}, "slimdeploy.json", "not a file in the directory"),
     (lambda m: {**m, "input_shape": [1, 3, "32", 32]}, "slimdeploy.json", "input_shape"),
     (lambda m: {**m, "steps": [{"widths": 5}]}, "slimdeploy.json", "malformed pruning steps"),
+    (lambda m: {**m, "steps": [{**m["steps"][0], "scopes": "layer1"}]}, "slimdeploy.json", "malformed pruning steps"),
     (lambda m: {**m, "format": "slimdeploy.model/99"}, "slimdeploy.json", "has format"),
 ])
 def test_a_manifest_edited_into_nonsense_is_named_as_damaged(saved_small, tmp_path, edit, file, reason):
