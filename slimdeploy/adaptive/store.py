@@ -46,7 +46,7 @@ def save_checkpoint(out: Path, net: "AdaptiveWidth", optimizer: torch.optim.Opti
                     config: Any) -> None:
     """checkpoint.pt: weights and rates, optimizer, loop position and RNG, channel order, settings."""
     atomic_save({"format": CHECKPOINT_FORMAT, "net": net.state_dict(), "optimizer": optimizer.state_dict(),
-           "loop": state.to_dict(), "order": _order(net), "config": asdict(config)}, Path(out) / CHECKPOINT)
+                 "loop": state.to_dict(), "order": _order(net), "config": asdict(config)}, Path(out) / CHECKPOINT)
 
 
 def load_checkpoint(out: Path, net: "AdaptiveWidth", optimizer: torch.optim.Optimizer, config: Any) -> LoopState | None:

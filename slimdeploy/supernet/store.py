@@ -53,8 +53,8 @@ def save_checkpoint(out: Path, supernet: "Supernet", optimizer: torch.optim.Opti
                     config: Any) -> None:
     """checkpoint.pt: weights, optimizer, loop position and RNG, channel order, training settings."""
     atomic_save({"format": CHECKPOINT_FORMAT, "model": supernet.model.state_dict(),
-                  "optimizer": optimizer.state_dict(), "loop": state.to_dict(), "order": _order_json(supernet),
-                  "config": asdict(config)}, Path(out) / CHECKPOINT)
+                 "optimizer": optimizer.state_dict(), "loop": state.to_dict(), "order": _order_json(supernet),
+                 "config": asdict(config)}, Path(out) / CHECKPOINT)
 
 
 def load_checkpoint(out: Path, supernet: "Supernet", optimizer: torch.optim.Optimizer, config: Any) -> LoopState | None:
