@@ -78,12 +78,9 @@ def provenance() -> dict:
             "machine": machine_line(), "versions": versions_line()}
 
 
-def stamp(command: str, when: _dt.datetime | None = None, origin: dict | None = None) -> str:
+def stamp(command: str, origin: dict | None = None) -> str:
     """The provenance block put at the top of every section (`origin`: a saved `provenance()`)."""
-    here = provenance()
-    if when is not None:
-        here["date"] = when.strftime("%Y-%m-%d %H:%M %Z")
-    here.update(origin or {})
+    here = {**provenance(), **(origin or {})}
     return (f"*Command:* `{command}`  \n"
             f"*Date:* {here['date']}  \n"
             f"*Machine:* {here['machine']}  \n"

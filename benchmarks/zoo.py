@@ -32,6 +32,7 @@ import sys
 import tempfile
 import time
 import traceback
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -537,14 +538,15 @@ def main(argv: list[str] | None = None) -> int:
     reading = args.reading
     if reading and reading.startswith("@"):
         reading = Path(reading[1:]).read_text().strip()
+    sys.path.insert(0, str(HERE))
+    from results import provenance, write_section
+
     if args.from_json:
         data = json.loads(Path(args.from_json).read_text())
         meta = {**data["meta"], **({"reading": reading} if reading else {})}
         markdown = render(data["rows"], data["total_s"], meta)
         print(markdown)
         if not args.no_write:
-            sys.path.insert(0, str(HERE))
-            from results import write_section
             write_section(SECTION, markdown, meta.get("command", command), origin=meta.get("origin"))
         return 0
 
@@ -574,8 +576,6 @@ def main(argv: list[str] | None = None) -> int:
     logdir = Path(args.logs) if args.logs else Path(tempfile.mkdtemp(prefix="slimdeploy-zoo-"))
     logdir.mkdir(parents=True, exist_ok=True)
     print(f"{len(entries)} models; logs in {logdir}", flush=True)
-    sys.path.insert(0, str(HERE))
-    from results import provenance
     origin = provenance()
     try:
         from importlib.metadata import version
@@ -587,35 +587,26 @@ def main(argv: list[str] | None = None) -> int:
 
     t_start = time.monotonic()
     threads = 1 if args.jobs > 1 else None
-    done = 0
-
-    def record(r: dict) -> None:
-        nonlocal done
-        done += 1
-        rows.append(r)
-        status = "PASS" if passed(r) else f"FAIL at {r['failures'][0]['stage']}: {r['failures'][0]['reason'][:160]}"
-        share = r.get("prunable") or {}
-        print(f"[{done}/{len(entries)}] {r['model']} {r.get('wall_s', 0):.0f} s groups={r.get('groups')} "
-              f"prunable params={share.get('params', 0):.0%} {status}", flush=True)
-        if args.json:
-            tmp = Path(args.json + ".tmp")
-            tmp.write_text(json.dumps({"rows": rows, "total_s": spent + time.monotonic() - t_start,
-                                       "meta": meta}, indent=1))
-            os.replace(tmp, args.json)
-
-    from concurrent.futures import ThreadPoolExecutor, as_completed
     with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
         futures = [pool.submit(run_child, e, logdir, args.memory_gb, args.timeout, threads) for e in entries]
-        for future in as_completed(futures):
-            record(future.result())
+        for done, future in enumerate(as_completed(futures), 1):
+            r = future.result()
+            rows.append(r)
+            status = "PASS" if passed(r) else f"FAIL at {r['failures'][0]['stage']}: {r['failures'][0]['reason'][:160]}"
+            share = r.get("prunable") or {}
+            print(f"[{done}/{len(entries)}] {r['model']} {r.get('wall_s', 0):.0f} s groups={r.get('groups')} "
+                  f"prunable params={share.get('params', 0):.0%} {status}", flush=True)
+            if args.json:
+                tmp = Path(args.json + ".tmp")
+                tmp.write_text(json.dumps({"rows": rows, "total_s": spent + time.monotonic() - t_start,
+                                           "meta": meta}, indent=1))
+                os.replace(tmp, args.json)
 
     total_s = spent + time.monotonic() - t_start
     markdown = render(rows, total_s, {**meta, **({"reading": reading} if reading else {})})
     n_pass = sum(passed(r) for r in rows)
     print(f"\n{n_pass} of {len(rows)} pass in {total_s / 60:.1f} min", flush=True)
     if not args.no_write and (not (args.models or args.sections) or args.write):
-        sys.path.insert(0, str(HERE))
-        from results import write_section
         path = write_section(SECTION, markdown, command, origin=meta["origin"])
         print(f"wrote the {SECTION!r} section of {path}")
     else:

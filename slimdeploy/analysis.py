@@ -291,20 +291,7 @@ def _planned_scopes(view: nn.Module, inputs: tuple, plan: Sequence[str]) -> list
         modules = {path: view.get_submodule(path) if path else view for path in plan}
     except AttributeError as exc:
         raise SlimdeployError(f"the recorded analysis plan names a part this model does not have ({exc})") from None
-    captured: dict[str, tuple] = {"": inputs}
-    hooks = []
-    for path, module in modules.items():
-        def hook(mod, args, path=path):
-            if path not in captured and all(isinstance(a, torch.Tensor) for a in args):
-                captured[path] = tuple(a.detach().clone() for a in args)
-        if path:
-            hooks.append(module.register_forward_pre_hook(hook))
-    try:
-        with torch.no_grad():
-            view(*inputs)
-    finally:
-        for h in hooks:
-            h.remove()
+    captured = {"": inputs, **_first_call_inputs(view, inputs, {p: m for p, m in modules.items() if p})}
     missing = [path for path in plan if path not in captured]
     if missing:
         raise SlimdeployError(f"the recorded analysis plan names parts this model never calls: {', '.join(missing)}")
@@ -440,21 +427,27 @@ def _child_scopes(scope: Scope, parents: list[tuple[str, nn.Module]]) -> list[Sc
     inputs of their first call in a forward pass of the scope."""
     candidates = [(_join(path, name), child) for path, parent in parents for name, child in parent.named_children()
                   if any(isinstance(m, ROOT_TYPES) for m in child.modules())]
+    captured = _first_call_inputs(scope.module, scope.inputs, dict(candidates))
+    return [Scope(_join(scope.path, name), child, captured[name])
+            for name, child in candidates if name in captured]
+
+
+def _first_call_inputs(run: nn.Module, inputs: tuple, targets: dict[str, nn.Module]) -> dict[str, tuple]:
+    """The positional inputs of each target's first call (tensors only) in one forward pass of `run`."""
     captured: dict[str, tuple] = {}
     hooks = []
-    for name, child in candidates:
+    for name, module in targets.items():
         def hook(mod, args, name=name):
             if name not in captured and all(isinstance(a, torch.Tensor) for a in args):
                 captured[name] = tuple(a.detach().clone() for a in args)
-        hooks.append(child.register_forward_pre_hook(hook))
+        hooks.append(module.register_forward_pre_hook(hook))
     try:
         with torch.no_grad():
-            scope.module(*scope.inputs)
+            run(*inputs)
     finally:
         for h in hooks:
             h.remove()
-    return [Scope(_join(scope.path, name), child, captured[name])
-            for name, child in candidates if name in captured]
+    return captured
 
 
 def _is_graph_op(module: nn.Module) -> bool:

@@ -222,7 +222,7 @@ def _read_manifest(directory: Path) -> dict:
             and isinstance(step.get("ignored", []), list) and all(isinstance(i, str) for i in step.get("ignored", []))
             and isinstance(step.get("scopes", []), list) and all(isinstance(i, str) for i in step.get("scopes", []))
             for step in steps):
-        raise _damaged(path, 'has malformed pruning steps; each must be {"widths": {...}, "ignored": [...]}')
+        raise _damaged(path, 'has malformed pruning steps; each must be {"widths": {...}, "ignored": [...], "scopes": [...]}')
     if steps and shape is None:
         raise _damaged(path, "records pruning steps but no input_shape to replay them with")
     return manifest
