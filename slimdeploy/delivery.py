@@ -80,7 +80,7 @@ def deliver(d: Delivery, searcher: Searcher, problem_for: Callable[[float], Sear
     else:
         raise SlimdeployError(f"the budget {d.budget.latency.text} was not met on final measurement "
                               f"({final.ratios[1]:.3f}x after {retries + 1} searches); the machine may be too "
-                              f"noisy: retry, or give a looser budget")
+                              f"noisy: retry, raise --retries, or give a looser budget")
     if d.runtime.compiled_suffix:  # the runtime deploys a compiled file: deliver it, behind its own gate
         from .export_tensorrt import export_engine
 

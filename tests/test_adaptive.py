@@ -376,9 +376,10 @@ def test_search_then_compress_with_adaptive_width_from_the_command_line(tmp_path
     assert curve["chosen"]["0.5x"]["costs"]["latency"] <= 0.5 and curve["chosen"]["0.8x"]["costs"]["latency"] <= 0.8
 
     out = tmp_path / "c"
+    # the delivered model is measured against the budget; a busy CI machine may need more re-searches than 2
     done = _cli("compress", wide, "--input-shape", shape, "--data", "digits", "--method", "adaptive",
                 "--supernet", str(searched / "adaptive"), "--latency", "0.5x", "--samples", "8", "--threads", "1",
-                "--finetune-epochs", "1", "--search-option", "points=4", "--out", str(out), "--json")
+                "--finetune-epochs", "1", "--retries", "5", "--search-option", "points=4", "--out", str(out), "--json")
     assert done.returncode == 0, done.stderr[-2000:]
     report = json.loads(done.stdout)
     assert report["method"] == "adaptive" and report["latency_ms"]["ratio"] <= 0.5
