@@ -16,7 +16,7 @@ Needs Fashion-MNIST (Debian package `dataset-fashion-mnist`); refuses to run wit
   norm); accuracy on the validation split with and without BatchNorm recalibration (3 batches), against
   the share of MACs kept.
 * **budgets**: a CIFAR-style ResNet-20 trained on 3000 Fashion-MNIST images (28x28, 3 epochs) is
-  compressed to 0.3x/0.5x/0.7x of its ONNX Runtime latency (1 thread, measured interleaved) with
+  compressed to 0.35x/0.5x/0.7x of its ONNX Runtime latency (1 thread, measured interleaved) with
   `compress(method=...)`. Same training after the original for every method: adaptive = 2 epochs of
   adaptive-width training (distillation from the original) + 1 epoch of fine-tuning per budget;
   uniform = 3 epochs of fine-tuning per budget (L2 pruning); slim (when listed) = 2 supernet epochs
@@ -40,7 +40,7 @@ SMALL_SHAPE = (1, 3, 16, 16)
 BUDGET_SHAPE = (1, 3, 28, 28)
 EPOCHS = 10          # parts difficulty / grid
 GRID = (0.25, 0.5, 0.75, 1.0)
-BUDGETS = ("0.3x", "0.5x", "0.7x")
+BUDGETS = ("0.35x", "0.5x", "0.7x")  # the tradeoff benchmark's budgets (0.3x is below what uniform reaches)
 PRETRAIN_EPOCHS, SHARED_EPOCHS, FINETUNE_EPOCHS = 3, 2, 1
 N_BUDGET_TRAIN, N_VAL = 3000, 2000
 

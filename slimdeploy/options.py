@@ -48,6 +48,7 @@ class LatencyOptions:
     threads: int | None = None
     latency_model: str = "fit"      # fit | measure | a directory from `slimdeploy profile`
     samples: int = 24
+    sampling: str = "covering"      # covering | adaptive (latency.profile.build_profile)
     db: str | None = None
 
 

@@ -11,6 +11,7 @@ from .analysis import Analysis
 from .costs import CostModel
 from .errors import SlimdeployError
 from .latency.db import LatencyDB
+from .latency.noise import noise_note
 from .latency.oracle import MeasuredLatency, PredictedLatency
 from .latency.predictor import LatencyModel
 from .latency.profile import build_profile, staircase
@@ -72,12 +73,15 @@ def latency_source(lat: LatencyOptions, model: nn.Module, x: torch.Tensor, analy
             f"where measured before)")
         with LatencyDB(lat.db) as database:
             profile = build_profile(model, x, analysis, rt, samples=lat.samples, seed=0, db=database,
-                                    align=search.align, say=say, measured=measured, min_fraction=search.min_fraction)
+                                    align=search.align, say=say, measured=measured, min_fraction=search.min_fraction,
+                                    sampling=lat.sampling)
         fitted, info = profile.model, {"kind": "fitted", "validation": profile.validation, "cost": profile.cost}
         v = profile.validation
         if v.get("n_test"):
             say(f"latency model: {v['within_5pct']:.0%} of {v['n_test']} held-out configurations within ±5% "
-                f"(MAPE {v['mape']:.1%})")
+                f"(MAPE {v['mape']:.1%}){noise_note(v)}")
+        if v.get("noise_warning"):
+            say(f"warning: {v['noise_warning']}")
     else:
         fitted = LatencyModel.load(Path(source) / "latency_model.json")
         if fitted.structure != analysis.space.fingerprint:

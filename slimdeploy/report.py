@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from .latency.noise import noise_note
 from .space import atomic_write_text
 
 
@@ -82,7 +83,9 @@ def _latency_source_line(source: dict) -> str:
     if kind == "fitted":
         v, c = source["validation"], source["cost"]
         error = (f"{v['within_5pct']:.0%} of {v['n_test']} held-out configurations within ±5%, MAPE {v['mape']:.1%}"
-                 if v.get("n_test") else "no held-out configurations")
+                 f"{noise_note(v)}" if v.get("n_test") else "no held-out configurations")
+        if v.get("noise_warning"):
+            error += f". Warning: {v['noise_warning']}"
         return (f"Search latency: a model fitted on {c['configurations']} configurations ({c['measured']} measured, "
                 f"{c['from_database']} from the latency database); {error}.")
     if kind == "loaded":

@@ -11,9 +11,11 @@ from slimdeploy.analysis import analyse
 from slimdeploy.cli import main
 from slimdeploy.errors import SlimdeployError
 from slimdeploy.latency.db import LatencyDB
+from slimdeploy.latency.noise import corrected, noise_floor, warning
 from slimdeploy.latency.predictor import LatencyModel, Sample, error_metrics, fit, fit_channel_map, node_features
 from slimdeploy.latency.profile import build_profile, staircase
-from slimdeploy.latency.sampling import covering_samples
+from slimdeploy.latency.sampling import covering_samples, most_uncertain
+from slimdeploy.space import Widths
 from slimdeploy.runtimes import get_runtime
 from slimdeploy.zoo import build
 
@@ -76,6 +78,35 @@ def test_fit_without_node_times_falls_back_to_group_slopes():
         fit(samples[:2], "s", full)
 
 
+def test_noise_floor_is_one_measurements_spread_and_comes_out_of_the_error_in_quadrature():
+    floor = noise_floor([(1.03, 0.97), (0.97, 1.03), (0.5, 0.5)])  # relative differences 6%, 6%, 0
+    sigma = np.sqrt((0.06 ** 2 * 2) / 3) / np.sqrt(2)  # a difference of two measurements spreads √2 σ
+    assert floor["repeats"] == 3 and floor["sigma"] == pytest.approx(sigma, abs=1e-5)
+    assert floor["max_difference"] == pytest.approx(0.06) and not floor["target_measurable"]  # σ 3.5% > 5%/1.96
+    assert "makes ±5% unmeasurable" in warning(floor, 2) and "2 thread(s)" in warning(floor, 2)
+    assert warning(noise_floor([(1.0, 1.01)] * 3), 1) is None
+    errors = [0.05, -0.055, 0.0, 0.07]
+    noisy = corrected(errors, {"sigma": 0.03})
+    assert noisy["rms_error"] == pytest.approx(np.sqrt(np.mean(np.square(errors))), abs=1e-5)
+    assert noisy["rms_error_model"] == pytest.approx(np.sqrt(noisy["rms_error"] ** 2 - 0.03 ** 2), abs=1e-4)
+    assert noisy["corrected_tolerance"] == pytest.approx(np.hypot(0.05, 0.03), abs=1e-5)
+    assert noisy["within_5pct_corrected"] == 0.75  # 5.5% lies within 5% widened by σ 3%, 7% does not
+    quiet = corrected(errors, {"sigma": 0.01})  # under 2%: the target as it is
+    assert quiet["within_5pct_corrected"] == 0.5 and quiet["corrected_tolerance"] == 0.05
+    assert corrected(errors, {"repeats": 0}) == {"rms_error": noisy["rms_error"]}
+
+
+def test_the_most_uncertain_candidates_are_those_far_from_the_measured_ones():
+    full, rng = {"a": 64, "b": 32}, np.random.default_rng(1)
+    train = []
+    for _ in range(12):  # measured only with a in 8..24, with 3% noise
+        w = {"a": int(rng.integers(1, 4)) * 8, "b": int(rng.integers(1, 5)) * 8}
+        train.append(Sample(w, (0.5 + 0.02 * w["a"] + 0.01 * w["b"]) * (1 + 0.03 * rng.standard_normal())))
+    inside, far, middle = (Widths("s", {"a": 16, "b": 16}), Widths("s", {"a": 64, "b": 16}),
+                           Widths("s", {"a": 40, "b": 16}))
+    assert most_uncertain(train, [inside, far, middle], "s", full, 2) == [far, middle]
+
+
 @pytest.fixture(scope="module")
 def profiled(resnet, tmp_path_factory):
     """One real profile on ORT (1 thread) and the same profile again on its database."""
@@ -97,15 +128,37 @@ def test_profile_fits_held_out_configurations_better_than_macs(profiled):
     summary = {k: v[k] for k in ("mape", "within_5pct", "spearman")}, v["macs_baseline"]
     assert v["mape"] < 0.12 and v["spearman"] > 0.5, summary
     assert v["mape"] < 1.25 * v["macs_baseline"]["mape"], summary  # 6 held-out points: a margin for noise
-    assert first.cost["measured"] == 26 and first.cost["from_database"] == 0
+    assert first.cost["measured"] == 26 + 6 and first.cost["from_database"] == 0  # 6 held-out re-measured
+    floor = v["noise_floor"]  # the same configurations timed twice: the device's noise beside the model's error
+    assert floor["repeats"] == 6 and 0 <= floor["sigma"] < 0.2 and len(floor["differences"]) == 6
+    assert 0 <= v["rms_error_model"] <= v["rms_error"] and 0 <= v["within_5pct_corrected"] <= 1
     points = v["held_out"]  # what report.html plots: predicted against measured, and the MACs line's
     assert len(points) == 6 and all(p["measured_ms"] > 0 and p["predicted_ms"] > 0 and p["macs_line_ms"] > 0
                                     and p["macs"] > 0 for p in points)
 
 
+def test_adaptive_sampling_measures_where_the_model_is_unsure_until_the_error_stops_improving(resnet, tmp_path):
+    model, x, analysis = resnet
+    with LatencyDB(tmp_path / "db.sqlite") as db:
+        profile = build_profile(model, x, analysis, get_runtime("onnxruntime", {"threads": 1}), samples=16,
+                                db=db, sampling="adaptive", repeats=0)
+    rounds, cost = profile.cost["rounds"], profile.cost
+    assert cost["sampling"] == "adaptive" and rounds[0]["configurations"] == 8  # half of the samples first
+    assert [r["configurations"] for r in rounds] == sorted({r["configurations"] for r in rounds})  # batches
+    assert rounds[-1]["configurations"] <= 16 and cost["measured"] == rounds[-1]["configurations"] + 2
+    assert profile.validation["n_test"] == 2 and profile.validation["n_train"] == cost["configurations"] - 2
+    stopped_early = rounds[-1]["configurations"] < 16
+    if stopped_early:  # two batches in a row that cut the held-out error by under 5%
+        best = min(r["held_out_rms"] for r in rounds[:-2])
+        assert all(r["held_out_rms"] > 0.95 * best for r in rounds[-2:])
+    with pytest.raises(SlimdeployError, match="unknown sampling 'random'; choose one of covering, adaptive"):
+        build_profile(model, x, analysis, get_runtime("onnxruntime", {"threads": 1}), sampling="random")
+
+
 def test_second_identical_profile_measures_nothing(profiled):
     first, second, _ = profiled
-    assert second.cost["measured"] == 0 and second.cost["from_database"] == 26
+    assert second.cost["measured"] == 0 and second.cost["from_database"] == 26 + 6
+    assert second.validation["noise_floor"] == first.validation["noise_floor"]
     assert second.cost["seconds"] < first.cost["seconds"] / 3
     assert second.model.predict({}) == pytest.approx(first.model.predict({}))
 
@@ -117,7 +170,8 @@ def test_model_round_trips_and_predicts_full_near_reference(profiled, tmp_path):
     assert model.predict({}) == pytest.approx(first.model.predict({}))
     assert model.predict({}) == pytest.approx(first.validation["reference_ms"], rel=0.15)
     validation = json.loads((path / "validation.json").read_text())
-    for key in ("within_5pct", "within_10pct", "mape", "spearman", "n_train", "n_test", "device", "macs_baseline"):
+    for key in ("within_5pct", "within_10pct", "mape", "spearman", "n_train", "n_test", "device", "macs_baseline",
+                "noise_floor", "rms_error", "rms_error_model", "within_5pct_corrected", "noise_warning"):
         assert key in validation
     with pytest.raises(SlimdeployError, match="not a slimdeploy latency model"):
         LatencyModel.from_json({"format": "other"})
@@ -143,7 +197,8 @@ def test_cli_profile_and_predict(tmp_path, monkeypatch, capsys):
                  "--threads", "1", "--samples", "8", "--out", str(out)])
     assert code == 0
     summary = json.loads(capsys.readouterr().out)
-    assert summary["n_test"] == 2 and summary["cost"]["measured"] == 10
+    assert summary["n_test"] == 2 and summary["cost"]["measured"] == 10 + 2
+    assert summary["noise_floor"]["repeats"] == 2 and "rms_error_model" in summary
     model = LatencyModel.load(out / "latency_model.json")
     widths = {"format": "slimdeploy.widths/1", "structure": model.structure,
               "widths": {g: max(8, w // 2 // 8 * 8) for g, w in model.groups.items()}}

@@ -57,6 +57,7 @@ def add_search_args(p: argparse.ArgumentParser, default: str = "uniform") -> Non
                    help="fit (measure sampled widths, search on the fitted model; default), measure (time every "
                         "candidate), or a directory from `slimdeploy profile`")
     p.add_argument("--samples", type=int, default=24, help="configurations measured to fit the latency model")
+    add_sampling_arg(p)
     p.add_argument("--db", help="latency database (default: the user cache, or $SLIMDEPLOY_DB)")
     p.add_argument("--proxy", metavar="KEY=VALUE,...",
                    help="search on a cheap proxy and project its widths onto the model (Width Transfer), e.g. "
@@ -64,12 +65,20 @@ def add_search_args(p: argparse.ArgumentParser, default: str = "uniform") -> Non
                         "(fraction or Npx), data, epochs, stack (last|average|interpolate), cost (target|proxy)")
 
 
+def add_sampling_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--sampling", default="covering", choices=("covering", "adaptive"),
+                   help="covering: --samples configurations spread over every group's range (default); adaptive: "
+                        "half of them, then batches where the fitted model is least certain until its held-out "
+                        "error stops improving (--samples is then the most measured)")
+
+
 def search_settings(args) -> dict:
     """The search-related settings of `CompressOptions` from parsed arguments."""
     from ..search import parse_search_options
 
     settings = {"method": args.method, "search_options": parse_search_options(args.method, args.search_option),
-                "align": args.align, "latency_model": args.latency_model, "samples": args.samples, "db": args.db}
+                "align": args.align, "latency_model": args.latency_model, "samples": args.samples,
+                "sampling": args.sampling, "db": args.db}
     if args.min_width is not None:
         settings["min_fraction"] = args.min_width
     if args.proxy is not None:  # checked by CompressOptions.check, before any work

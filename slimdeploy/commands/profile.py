@@ -6,7 +6,8 @@ import sys
 
 from ..config import add_config_arg
 from ..errors import SlimdeployError
-from .common import add_model_args, add_runtime_args, load_model_and_input, runtime_from_args, write_config
+from .common import (add_model_args, add_runtime_args, add_sampling_arg, load_model_and_input, runtime_from_args,
+                     write_config)
 
 
 def register(sub) -> None:
@@ -18,6 +19,7 @@ def register(sub) -> None:
     p.add_argument("--test-fraction", type=float, default=0.25,
                    help="share of configurations held out for validation (default 0.25)")
     p.add_argument("--seed", type=int, default=0, help="seed of the sampled configurations")
+    add_sampling_arg(p)
     p.add_argument("--db", help="latency database (default: the user cache, or $SLIMDEPLOY_DB)")
     p.add_argument("--out", required=True, help="directory for latency_model.json, validation.json, staircase.json")
     add_config_arg(p, "profile")
@@ -48,16 +50,21 @@ def cmd_profile(args) -> int:
         f"+ the full and the smallest")
     with LatencyDB(args.db) as db:
         profile = build_profile(model, example, analysis, runtime, samples=args.samples,
-                                test_fraction=args.test_fraction, seed=args.seed, db=db, say=say)
+                                test_fraction=args.test_fraction, seed=args.seed, db=db, say=say,
+                                sampling=args.sampling)
     profile.write(args.out)
     write_config(args, args.out)
     v = profile.validation
-    summary = {k: v.get(k) for k in ("within_5pct", "within_10pct", "mape", "spearman", "n_train", "n_test")}
+    summary = {k: v.get(k) for k in ("within_5pct", "within_10pct", "mape", "spearman", "n_train", "n_test",
+                                     "within_5pct_corrected", "rms_error", "rms_error_model", "noise_floor",
+                                     "noise_warning")}
     summary["macs_baseline"] = v.get("macs_baseline")
     summary["cost"] = profile.cost
     summary["groups_saving_nothing"] = sorted(g for g, s in profile.staircase.items() if s["saves_nothing"])
     summary["out"] = args.out
     print(json.dumps(summary, indent=2))
+    if v.get("noise_warning"):
+        say(f"warning: {v['noise_warning']}")
     return 0
 
 

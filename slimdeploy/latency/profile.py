@@ -25,11 +25,13 @@ from ..progress import bar, progress
 from ..runtimes import Runtime
 from ..space import MIN_WIDTH_FRACTION, Widths, WidthSpace, atomic_write_text
 from .db import Figure, LatencyDB
+from .noise import corrected, noise_floor, warning
 from .oracle import MeasuredLatency
 from .predictor import LatencyModel, Sample, fit, validate
-from .sampling import covering_samples
+from .sampling import covering_samples, most_uncertain
 
 KIND = "sample"  # a configuration timed against the full model, with node times where available
+REPEAT = "repeat"  # the same configuration timed again, for the noise floor
 
 
 class ConfigMeasurer:
@@ -47,14 +49,16 @@ class ConfigMeasurer:
         self.measured = 0
         self.reused = 0
 
-    def _key(self, widths: Widths) -> dict[str, Any]:
+    def _key(self, widths: Widths, kind: str = KIND) -> dict[str, Any]:
         return {"structure": self.space.fingerprint, "widths": widths.widths, "runtime": self.runtime.name,
-                "settings": self.runtime.options, "device": self.device, "kind": KIND}
+                "settings": self.runtime.options, "device": self.device, "kind": kind}
 
-    def figure(self, widths: Widths) -> Figure:
-        """The stored figure for `widths`, measuring it first when the database has none."""
+    def figure(self, widths: Widths, kind: str = KIND) -> Figure:
+        """The stored figure for `widths`, measuring it first when the database has none.
+
+        `kind` REPEAT is a second, independent measurement of the same configuration."""
         if self.db is not None:
-            found = self.db.get(**self._key(widths))
+            found = self.db.get(**self._key(widths, kind))
             if found is not None:
                 self.reused += 1
                 return found
@@ -63,9 +67,10 @@ class ConfigMeasurer:
         path = self.runtime.export(pruned, self.source.example, self.source.path("sample"))
         result = self.runtime.compare([self.source.reference, path], self.shape, rounds=self.rounds,
                                       max_rounds=3 * self.rounds, max_seconds=self.max_seconds)
-        nodes = self.runtime.node_times(path, self.shape, self.node_runs) if self.runtime.supports_node_times else []
+        nodes = self.runtime.node_times(path, self.shape, self.node_runs) \
+            if self.runtime.supports_node_times and kind == KIND else []
         m = result.measurements[1]
-        figure = Figure(**self._key(widths), median_ms=m.median_ms, iqr_ms=m.iqr_ms, cv=m.cv, runs=m.runs,
+        figure = Figure(**self._key(widths, kind), median_ms=m.median_ms, iqr_ms=m.iqr_ms, cv=m.cv, runs=m.runs,
                         payload={"ratio": result.ratios[1], "ratio_iqr": result.ratio_iqr[1],
                                  "reference_ms": result.measurements[0].median_ms, "stable": result.stable,
                                  "macs": macs, "nodes": nodes, "device_info": m.device})
@@ -106,22 +111,33 @@ class Profile:
 def build_profile(model: nn.Module, example: torch.Tensor, analysis: Analysis, runtime: Runtime,
                   samples: int = 60, test_fraction: float = 0.25, seed: int = 0, db: LatencyDB | None = None,
                   align: int = 8, say: Callable[[str], None] = lambda s: None,
-                  measured: MeasuredLatency | None = None, min_fraction: float = MIN_WIDTH_FRACTION) -> Profile:
+                  measured: MeasuredLatency | None = None, min_fraction: float = MIN_WIDTH_FRACTION,
+                  repeats: int | None = None, sampling: str = "covering") -> Profile:
     """Measure `samples` covering configurations (plus the full and the smallest), fit on the
     training part, validate on every `1/test_fraction`-th configuration held out. `measured`, when
-    given, supplies pruning and the full model's artifact (a search's own, so nothing is exported twice)."""
+    given, supplies pruning and the full model's artifact (a search's own, so nothing is exported twice).
+
+    `repeats` held-out configurations (default: up to 6, at least 2) are measured a second time for
+    the device's noise floor (`noise.py`), which validation.json gives beside the model's error.
+
+    `sampling` "adaptive" measures half of `samples` covering configurations first, then a batch
+    at a time where bootstrap fits disagree most, until the held-out error stops improving or
+    `samples` are spent (`cost["rounds"]` has the error after each batch)."""
+    if sampling not in SAMPLINGS:
+        raise SlimdeployError(f"unknown sampling {sampling!r}; choose one of {', '.join(SAMPLINGS)}")
     if samples < 8:
         raise SlimdeployError(f"a latency model needs at least 8 samples, got {samples}")
     if measured is None:
         with contextlib.closing(MeasuredLatency(model, example, analysis, runtime)) as own:
             return build_profile(model, example, analysis, runtime, samples, test_fraction, seed, db, align, say, own,
-                                 min_fraction)
+                                 min_fraction, repeats, sampling)
     start = time.perf_counter()
     measurer = ConfigMeasurer(measured, db)
     space = analysis.space
-    configs = covering_samples(space, samples, seed=seed, min_fraction=min_fraction, align=align)
+    first = samples if sampling == "covering" else max(8, samples // 2)
+    configs = covering_samples(space, first, seed=seed, min_fraction=min_fraction, align=align)
     step = max(2, round(1 / test_fraction)) if test_fraction > 0 else 0
-    test_idx = set(range(step - 1, samples, step)) if step else set()
+    test_idx = set(range(step - 1, first, step)) if step else set()
     extremes = [space.full(), space.smallest(align, min_fraction)]
     figures = []
     for i, widths in enumerate(configs + extremes):
@@ -130,6 +146,9 @@ def build_profile(model: nn.Module, example: torch.Tensor, analysis: Analysis, r
         counts = f"{measurer.measured} measured, {measurer.reused} from the database"
         progress(say, "profiling configurations", done, total,
                  f"  {bar(done, total)} configurations ({counts})" if done % 10 == 0 or done == total else None, counts)
+    rounds = _sample_adaptively(measurer, configs, figures, test_idx, samples, seed, align, min_fraction, say) \
+        if sampling == "adaptive" and test_idx else []
+    repeated = _repeat(measurer, configs, sorted(test_idx), repeats, say)
     all_samples, reference_ms = samples_from_figures(figures)
     train = [s for i, s in enumerate(all_samples) if i not in test_idx]
     test = [s for i, s in enumerate(all_samples) if i in test_idx]
@@ -138,12 +157,64 @@ def build_profile(model: nn.Module, example: torch.Tensor, analysis: Analysis, r
             "reference_ms": reference_ms}
     fitted = fit(train, space.fingerprint, {g.name: g.width for g in space}, meta)
     report = validate(fitted, train, test) if test else {"n_train": len(train), "n_test": 0}
+    floor = noise_floor([(figures[i].payload["ratio"], again.payload["ratio"]) for i, again in repeated])
+    report["noise_floor"] = floor
+    report.update(corrected([p["predicted_ms"] / p["measured_ms"] - 1 for p in report.get("held_out", [])], floor))
+    report["noise_warning"] = warning(floor, runtime.options.get("threads", "the default number of"))
     report.update({"runtime": runtime.describe(), "device": meta["device_info"],
                    "device_fingerprint": measurer.device, "reference_ms": reference_ms,
                    "node_times": fitted.meta["node_times"]})
-    cost = {"configurations": len(figures), "measured": measurer.measured,
-            "from_database": measurer.reused, "seconds": round(time.perf_counter() - start, 1)}
+    cost = {"configurations": len(figures), "repeats": len(repeated), "measured": measurer.measured,
+            "from_database": measurer.reused, "seconds": round(time.perf_counter() - start, 1),
+            "sampling": sampling, **({"rounds": rounds} if rounds else {})}
     return Profile(fitted, report, staircase(fitted, space, align, min_fraction=min_fraction), cost)
+
+
+SAMPLINGS = ("covering", "adaptive")
+PATIENCE, IMPROVEMENT = 2, 0.05  # adaptive sampling stops after 2 batches that cut the error by under 5%
+
+
+def _sample_adaptively(measurer: ConfigMeasurer, configs: list[Widths], figures: list[Figure], test_idx: set[int],
+                       budget: int, seed: int, align: int, min_fraction: float,
+                       say: Callable[[str], None]) -> list[dict[str, Any]]:
+    """Measure batches where the model is least certain (appended to `configs` and `figures`) while
+    the held-out error improves; the error after each batch."""
+    space = measurer.space
+    full = {g.name: g.width for g in space}
+    seen = set(configs) | {space.full(), space.smallest(align, min_fraction)}
+    pool = [c for c in covering_samples(space, min(200, 4 * budget), seed=seed + 1, min_fraction=min_fraction,
+                                        align=align) if c not in seen]
+    batch, rounds, best, stale = max(2, budget // 10), [], float("inf"), 0
+    while True:
+        samples, _ = samples_from_figures(figures)
+        train = [s for i, s in enumerate(samples) if i not in test_idx]
+        test = [samples[i] for i in sorted(test_idx)]
+        model = fit(train, space.fingerprint, full)
+        rms = float(np.sqrt(np.mean([(model.predict(t.widths) / t.ms - 1) ** 2 for t in test])))
+        rounds.append({"configurations": len(configs), "held_out_rms": round(rms, 5)})
+        best, stale = (rms, 0) if rms < best * (1 - IMPROVEMENT) else (best, stale + 1)
+        left = budget - len(configs)
+        say(f"  adaptive sampling: {len(configs)} configurations, held-out rms error {rms:.1%}")
+        if stale >= PATIENCE or left <= 0 or not pool:
+            return rounds
+        for widths in most_uncertain(train, pool, space.fingerprint, full, min(batch, left), seed=len(rounds)):
+            pool.remove(widths)
+            configs.append(widths)
+            figures.append(measurer.figure(widths))
+
+
+def _repeat(measurer: ConfigMeasurer, configs: list[Widths], held_out: list[int], repeats: int | None,
+            say: Callable[[str], None]) -> list[tuple[int, Figure]]:
+    """Second measurements of held-out configurations (of the first ones when none is held out)."""
+    chosen = (held_out or list(range(len(configs))))[:6 if repeats is None else repeats]
+    if repeats is None and len(chosen) < 2:
+        chosen = list(range(min(2, len(configs))))
+    out = []
+    for done, i in enumerate(chosen, 1):
+        out.append((i, measurer.figure(configs[i], REPEAT)))
+        progress(say, "re-measuring for the noise floor", done, len(chosen),
+                 f"  {bar(done, len(chosen))} re-measured for the noise floor" if done == len(chosen) else None)
+    return out
 
 
 def staircase(model: LatencyModel, space: WidthSpace, align: int = 8, tolerance: float = 0.001,
