@@ -72,6 +72,7 @@ def test_fit_without_node_times_falls_back_to_group_slopes():
     assert not model.meta["node_times"]
     assert error_metrics([model.predict(s.widths) for s in samples], [s.ms for s in samples])["mape"] < 0.05
     assert model.out_of_range({"a": 200}) == ["a"]
+    assert type(model.predict({"a": 16})) is float  # a plain float: staircase.json and reports serialize it
     with pytest.raises(SlimdeployError, match="knows no group"):
         model.predict({"c": 8})
     with pytest.raises(SlimdeployError, match="at least 3"):
@@ -153,6 +154,17 @@ def test_adaptive_sampling_measures_where_the_model_is_unsure_until_the_error_st
         assert all(r["held_out_rms"] > 0.95 * best for r in rounds[-2:])
     with pytest.raises(SlimdeployError, match="unknown sampling 'random'; choose one of covering, adaptive"):
         build_profile(model, x, analysis, get_runtime("onnxruntime", {"threads": 1}), sampling="random")
+
+
+def test_torch_runtime_gets_the_same_validation_with_a_per_group_model(tmp_path):
+    torch.manual_seed(0)
+    model, x = build("slimdeploy.models:cifar_resnet8").eval(), torch.randn(1, 3, 16, 16)
+    with LatencyDB(tmp_path / "db.sqlite") as db:
+        profile = build_profile(model, x, analyse(model, x), get_runtime("torch", {"threads": 1}), samples=8, db=db)
+    written = json.loads((profile.write(tmp_path / "p") / "validation.json").read_text())
+    assert not written["node_times"] and written["n_test"] == 2 and written["noise_floor"]["repeats"] == 2
+    assert {"within_5pct", "mape", "macs_baseline", "rms_error_model", "within_5pct_corrected"} <= set(written)
+    assert json.loads((tmp_path / "p" / "staircase.json").read_text())
 
 
 def test_second_identical_profile_measures_nothing(profiled):

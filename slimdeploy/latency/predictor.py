@@ -161,8 +161,8 @@ class LatencyModel:
             return self.terms.get("intercept", 0.0) + sum(self.terms.get(f"scale:{k}", 1.0) * v
                                                              for k, v in sums.items())
         r = self.terms
-        return r["intercept"] + sum(r.get(f"width:{g}", 0.0) * full[g] + r.get(f"padded:{g}", 0.0) * _pad(full[g])
-                                    for g in self.groups)
+        return float(r["intercept"] + sum(r.get(f"width:{g}", 0.0) * full[g] + r.get(f"padded:{g}", 0.0) * _pad(full[g])
+                                          for g in self.groups))
 
     def _kind_sums(self, widths: Mapping[str, int]) -> dict[str, float]:
         sums: dict[str, float] = {}

@@ -234,5 +234,5 @@ def staircase(model: LatencyModel, space: WidthSpace, align: int = 8, tolerance:
         offered = [w for i, w in enumerate(widths)
                    if i == len(widths) - 1 or ms[i + 1] - ms[i] > tolerance * full_ms]
         out[g.name] = {"widths": widths, "ms": [round(v, 5) for v in ms], "offered": offered,
-                       "saves_nothing": (full_ms - ms[0]) < saves_nothing_below * full_ms}
+                       "saves_nothing": bool(full_ms - ms[0] < saves_nothing_below * full_ms)}
     return out
