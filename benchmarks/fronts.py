@@ -158,6 +158,7 @@ def main() -> int:
     p.add_argument("--command", help="the command line to record in RESULTS.md (when rendering merged runs)")
     p.add_argument("--json", help="where this run's rows go (default WORK/fronts.json); a rerun skips rows done")
     p.add_argument("--from-json", help="re-render RESULTS.md from previous runs' JSON files (comma-separated)")
+    p.add_argument("--reading", default="", help="what the tables say, added under the front table (@FILE reads a file)")
     args = p.parse_args()
     import torch
 
@@ -191,6 +192,9 @@ def main() -> int:
                 state["objective"] += objective_run(bench, seed, args.epochs, latency_run)
                 path.write_text(json.dumps(state, indent=1, default=str))
     sections = render(state["rows"], state["objective"], state["budgets"], state["lowest"], state["original"])
+    reading = Path(args.reading[1:]).read_text().strip() if args.reading.startswith("@") else args.reading
+    if reading:
+        sections["fronts"] += "\n\n" + reading
     for name, text in sections.items():
         print(f"\n## {name}\n{text}")
     if not args.quick:

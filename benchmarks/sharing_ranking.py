@@ -88,6 +88,7 @@ def main() -> int:
     p.add_argument("--work", default="/tmp/bench-fronts")
     p.add_argument("--quick", action="store_true")
     p.add_argument("--from-json")
+    p.add_argument("--command", help="the command line to record in RESULTS.md (when rendering a saved run)")
     args = p.parse_args()
     import torch
 
@@ -107,7 +108,7 @@ def main() -> int:
     if not args.quick:
         from results import write_section
 
-        write_section("sharing-ranking", text, command="python benchmarks/sharing_ranking.py " + " ".join(sys.argv[1:]))
+        write_section("sharing-ranking", text, command=args.command or "python benchmarks/sharing_ranking.py " + " ".join(sys.argv[1:]))
     return 0
 
 
