@@ -167,6 +167,16 @@ def test_torch_runtime_gets_the_same_validation_with_a_per_group_model(tmp_path)
     assert json.loads((tmp_path / "p" / "staircase.json").read_text())
 
 
+def test_every_width_a_search_may_offer_lies_inside_the_fitted_range(profiled, resnet):
+    first, _, _ = profiled
+    for g in resnet[2].space:
+        low, high = first.model.ranges[g.name]
+        choices = g.choices(8)
+        assert low <= choices[0] and choices[-1] <= high, g.name
+        assert not first.model.out_of_range({g.name: choices[0]})
+    assert first.model.out_of_range({g.name: 1}) == [g.name]  # below the narrowest choice: flagged
+
+
 def test_second_identical_profile_measures_nothing(profiled):
     first, second, _ = profiled
     assert second.cost["measured"] == 0 and second.cost["from_database"] == 26 + 6
