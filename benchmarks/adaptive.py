@@ -369,13 +369,14 @@ def main() -> int:
     parser.add_argument("--command", help="the command line to record in RESULTS.md (with --from-json: the runs "
                                           "that made the rows)")
     parser.add_argument("--quick", action="store_true", help="a smoke run: one epoch everywhere, no RESULTS.md")
+    parser.add_argument("--reading", help="what the tables say, added at the end of the section (@FILE reads a file)")
     args = parser.parse_args()
     if args.quick:
         global EPOCHS, PRETRAIN_EPOCHS, SHARED_EPOCHS, FINETUNE_EPOCHS, N_BUDGET_TRAIN
         EPOCHS, PRETRAIN_EPOCHS, SHARED_EPOCHS, FINETUNE_EPOCHS, N_BUDGET_TRAIN = 1, 1, 1, 1, 1000
         args.no_write = True
     sys.path.insert(0, str(HERE))
-    from results import write_section
+    from results import reading_text, write_section
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -409,6 +410,8 @@ def main() -> int:
         if "budgets" in parts:
             part_budgets(seeds, args.methods.split(","), rows, save, say, out)
     markdown = render(rows)
+    if reading_text(args.reading):
+        markdown += "\n\n" + reading_text(args.reading)
     print(markdown)
     if not args.no_write:
         plot(rows, HERE / "adaptive-truncation.png")

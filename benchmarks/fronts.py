@@ -192,7 +192,9 @@ def main() -> int:
                 state["objective"] += objective_run(bench, seed, args.epochs, latency_run)
                 path.write_text(json.dumps(state, indent=1, default=str))
     sections = render(state["rows"], state["objective"], state["budgets"], state["lowest"], state["original"])
-    reading = Path(args.reading[1:]).read_text().strip() if args.reading.startswith("@") else args.reading
+    from results import reading_text
+
+    reading = reading_text(args.reading)
     if reading:
         sections["fronts"] += "\n\n" + reading
     for name, text in sections.items():

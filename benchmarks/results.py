@@ -135,3 +135,10 @@ def write_section(name: str, markdown: str, command: str, path: str | os.PathLik
                 tmp.unlink()
             raise
     return path
+
+
+def reading_text(arg: str | None) -> str:
+    """A section's reading from `--reading`: the text itself, or @FILE for a file's text ('' for none)."""
+    if not arg:
+        return ""
+    return Path(arg[1:]).read_text().strip() if arg.startswith("@") else arg.strip()

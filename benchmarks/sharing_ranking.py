@@ -89,6 +89,7 @@ def main() -> int:
     p.add_argument("--quick", action="store_true")
     p.add_argument("--from-json")
     p.add_argument("--command", help="the command line to record in RESULTS.md (when rendering a saved run)")
+    p.add_argument("--reading", help="what the table says, added under it (@FILE reads a file)")
     args = p.parse_args()
     import torch
 
@@ -103,7 +104,9 @@ def main() -> int:
                 continue
             rows.append(run_seed(bench, seed, args.widths, args.epochs, args.finetune_epochs))
             path.write_text(json.dumps(rows, indent=1))
-    text = render(rows)
+    from results import reading_text
+
+    text = render(rows) + ("\n\n" + reading_text(args.reading) if args.reading else "")
     print(text)
     if not args.quick:
         from results import write_section

@@ -55,8 +55,8 @@ SEEDS = (0, 1, 2)
 PROXY = "width=0.5,depth=min,resolution=0.5,data=0.2"
 TRACKS = {
     "resnet20": {"spec": "slimdeploy.models:cifar_resnet20", "shape": (1, 3, 28, 28), "data": "transfer:fashion_gray",
-                 "train": 3000, "val": 1000, "pretrain_epochs": 4, "pretrain_lr": 0.05, "budgets": "0.3x,0.5x",
-                 "align": 4, "lr": 0.01},
+                 "train": 3000, "val": 1000, "pretrain_epochs": 4, "pretrain_lr": 0.05, "budgets": "0.35x,0.5x",
+                 "align": 8, "lr": 0.01},  # align 4: the latency model misses (MAPE 11% vs 2%), floor 0.52x
     "lite0": {"spec": "slimdeploy.pretrained:efficientnet_lite0_10", "shape": (1, 3, 64, 64),
               "data": "transfer:fashion_imagenet", "train": 1500, "val": 500, "pretrain_epochs": 1,
               "pretrain_lr": 0.01, "budgets": "0.5x", "align": 8, "lr": 0.005},

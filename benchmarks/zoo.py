@@ -535,11 +535,10 @@ def main(argv: list[str] | None = None) -> int:
         return run_one(json.loads(args.one), Path(args.result))
 
     command = "python benchmarks/zoo.py" + "".join(f" {a}" for a in (argv if argv is not None else sys.argv[1:]))
-    reading = args.reading
-    if reading and reading.startswith("@"):
-        reading = Path(reading[1:]).read_text().strip()
     sys.path.insert(0, str(HERE))
-    from results import provenance, write_section
+    from results import provenance, reading_text, write_section
+
+    reading = reading_text(args.reading)
 
     if args.from_json:
         data = json.loads(Path(args.from_json).read_text())
