@@ -403,6 +403,9 @@ def main(argv=None) -> int:
     parser.add_argument("--from-json", action="store_true", help="render RESULTS.md from --json, run nothing")
     parser.add_argument("--no-write", action="store_true", help="print the tables, leave RESULTS.md alone")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    parser.add_argument("--command", help="the command line to record in RESULTS.md (when rendering saved runs)")
+    parser.add_argument("--reading", help="what the transfer tables say, added under them (@FILE reads a file)")
+    parser.add_argument("--reading-invariance", help="the same for the invariance table")
     args = parser.parse_args(argv)
     from slimdeploy.data import FASHION_MNIST_DIR
 
@@ -441,14 +444,18 @@ def main(argv=None) -> int:
             path.write_text(json.dumps(mine + [rows[-1]], indent=1))
     transfers = [r for r in rows if r.get("kind") == "transfer"]
     invariance = [r for r in rows if r.get("kind") == "invariance"]
-    command = "python benchmarks/transfer.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    from results import reading_text, write_section
+
+    command = args.command or "python benchmarks/transfer.py " + " ".join(sys.argv[1:] if argv is None else argv)
     text = transfer_tables(transfers)
     inv = invariance_table(invariance)
+    if text and args.reading:
+        text += "\n\n" + reading_text(args.reading)
+    if inv and args.reading_invariance:
+        inv += "\n\n" + reading_text(args.reading_invariance)
     print(text)
     print(inv)
     if not args.no_write:
-        from results import write_section
-
         if text:
             write_section("transfer", text, command=command)
         if inv:
