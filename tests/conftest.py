@@ -36,7 +36,8 @@ threads = 1
 samples = 12
 
 [compress]
-latency = "0.6x"
+latency = "0.7x"
+retries = 5
 data = "digits"
 method = "uniform"
 search-option = ["steps=5"]

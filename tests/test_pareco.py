@@ -124,7 +124,7 @@ def _compress(out, method, budgets, *extra):
     return subprocess.run(
         [sys.executable, "-m", "slimdeploy", "compress", "slimdeploy.models:cifar_resnet8_wide", "--input-shape",
          "1,3,16,16", "--data", "digits", "--method", method, "--latency", budgets, "--samples", "8", "--threads", "1",
-         "--supernet-epochs", "1", "--out", str(out), "--json", *extra],
+         "--supernet-epochs", "1", "--retries", "5", "--out", str(out), "--json", *extra],
         capture_output=True, text=True, timeout=1200, env={**os.environ, "OMP_NUM_THREADS": "1",
                                                           "SLIMDEPLOY_DB": str(out.parent / "latency.sqlite")})
 

@@ -121,7 +121,7 @@ def test_compress_trains_one_supernet_and_delivers_every_budget_from_the_command
         [sys.executable, "-m", "slimdeploy", "compress", "slimdeploy.models:cifar_resnet8_wide", "--input-shape",
          "1,3,16,16", "--data", "digits", "--method", "evolution", "--latency", "0.5x,0.8x", "--search-option",
          "population=6", "--search-option", "generations=1", "--samples", "8", "--threads", "1",
-         "--supernet-epochs", "1", "--out", str(out), "--json"],
+         "--supernet-epochs", "1", "--retries", "5", "--out", str(out), "--json"],
         capture_output=True, text=True, timeout=1200, env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
     assert done.returncode == 0, done.stderr[-2000:]
     summary = json.loads(done.stdout)

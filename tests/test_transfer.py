@@ -166,7 +166,7 @@ def test_compress_with_evolution_on_a_proxy_delivers_projected_widths_from_the_c
     done = run_cli("compress", "slimdeploy.models:cifar_resnet8_wide", "--input-shape", "1,3,16,16", "--data", "digits",
                    "--method", "evolution", "--proxy", "width=0.5,data=0.3", "--latency", "0.5x", "--search-option",
                    "population=6", "--search-option", "generations=1", "--samples", "8", "--threads", "1",
-                   "--out", str(out), "--json")
+                   "--retries", "5", "--out", str(out), "--json")
     assert done.returncode == 0, done.stderr[-2000:]
     report = json.loads(done.stdout)
     transfer = json.loads((out / "transfer.json").read_text())

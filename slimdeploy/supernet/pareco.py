@@ -176,7 +176,8 @@ def mobo_search(supernet: Supernet, sampler: MoboSampler, batch, visits: int, n:
     for _ in range(4 * visits):
         if len(run.history) >= visits:
             break
-        fresh = [w for w in propose(sampler, run, "pareco", n, rng) if run.history.add(w, sampler.cost(w))]
+        wanted = min(n, visits - len(run.history))  # exactly `visits`, also after a round that found a duplicate
+        fresh = [w for w in propose(sampler, run, "pareco", wanted, rng) if run.history.add(w, sampler.cost(w))]
         for w, loss in zip(fresh, batch_losses(supernet, fresh, inputs, labels)):
             next(v for v in run.history.visits if v.widths == w).loss = loss
         if len(run.history) % 10 < n:
