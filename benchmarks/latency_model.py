@@ -5,6 +5,7 @@
     python benchmarks/latency_model.py --set eval --runtime torch --threads 1 --json /tmp/lm-torch.json
     python benchmarks/latency_model.py --models torchvision:resnet18@96 --threads 1 --samples 24   # any model@px
     python benchmarks/latency_model.py --models slimdeploy.models:cifar_resnet20@28 --align 4 --no-write  # off-block
+    python benchmarks/latency_model.py --set dev --db-dir /tmp/lm-db --json /tmp/lm-refit.json --no-write  # re-fit
     python benchmarks/latency_model.py --from-json /tmp/lm-dev.json,/tmp/lm-eval.json   # re-render RESULTS.md only
 
 Two sets of models: `dev`, the models the latency model was designed on (ResNet-18, MobileNetV2,
@@ -44,7 +45,8 @@ EVAL = ["torchvision:resnet34@128", "torchvision:regnet_x_400mf@224", "torchvisi
 SETS = {"dev": DEV, "eval": EVAL}
 
 
-def run_one(item: str, samples: int, threads: int, runtime_name: str, sampling: str, align: int = 8) -> dict:
+def run_one(item: str, samples: int, threads: int, runtime_name: str, sampling: str, align: int = 8,
+            db_dir: str | None = None) -> dict:
     import numpy as np
     import torch
 
@@ -62,7 +64,8 @@ def run_one(item: str, samples: int, threads: int, runtime_name: str, sampling: 
     x = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0))
     analysis = analyse(model, x)
     runtime = get_runtime(runtime_name, {"threads": threads})
-    with tempfile.TemporaryDirectory() as tmp, LatencyDB(Path(tmp) / "latency.sqlite") as db:
+    with tempfile.TemporaryDirectory() as tmp, LatencyDB(_db_path(db_dir or tmp, item, runtime_name, threads,
+                                                                align)) as db:
         say = lambda text: print(f"[{item} {threads}t] {text}", file=sys.stderr, flush=True)  # noqa: E731
         first = build_profile(model, x, analysis, runtime, samples=samples, db=db, say=say, sampling=sampling,
                               align=align)
@@ -78,6 +81,13 @@ def run_one(item: str, samples: int, threads: int, runtime_name: str, sampling: 
             "runtime": runtime_name, "sampling": sampling, "align": align,
             "validation": first.validation, "cost": first.cost, "second_cost": {**second.cost, "seconds": second_s},
             "second_identical": same, "groups_saving_nothing": flat, "ratio_spread": spread}
+
+
+def _db_path(folder: str, item: str, runtime: str, threads: int, align: int) -> Path:
+    """One latency database per model, runtime, thread count and alignment (kept with --db-dir)."""
+    name = "".join(c if c.isalnum() else "-" for c in item)
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    return Path(folder) / f"{name}-{runtime}-{threads}t-a{align}.sqlite"
 
 
 def _pct(v, digits=0) -> str:
@@ -150,6 +160,9 @@ def main() -> None:
     parser.add_argument("--align", type=int, default=8, help="widths are multiples of this (4: off ORT's channel "
                                                              "block, where the model is known to miss)")
     parser.add_argument("--json", default="/tmp/slimdeploy-latency-model.json")
+    parser.add_argument("--db-dir", help="keep each model's latency database here; a re-run (with another --json) "
+                                         "then re-fits on the stored figures without measuring: how a change to "
+                                         "the latency model is tried on the development set")
     parser.add_argument("--from-json", help="render RESULTS.md from earlier runs' JSON only (comma-separated)")
     parser.add_argument("--no-write", action="store_true", help="print the table, leave RESULTS.md alone")
     parser.add_argument("--note", default="", help="a sentence added under the table")
@@ -164,7 +177,7 @@ def main() -> None:
             for item in items:
                 if (item, threads, args.runtime) in done:
                     continue
-                row = run_one(item, args.samples, threads, args.runtime, args.sampling, args.align)
+                row = run_one(item, args.samples, threads, args.runtime, args.sampling, args.align, args.db_dir)
                 rows.append(row)
                 with open(args.json, "a") as f:
                     f.write(json.dumps(row) + "\n")

@@ -2,7 +2,7 @@
 
 The delivered model is timed interleaved with the original on the runtime. When it measures
 over budget, the search runs again with the target tightened by the measured miss, up to
-`retries` times; the folder holds only the final attempt.
+`retries` times, each time on widths not delivered before; the folder holds only the final attempt.
 """
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ from .progress import bar, progress
 from .prune import prune
 from .report import build_report
 from .runtimes import Runtime
-from .search import SearchProblem, SearchResult, Searcher
+from .search import BudgetUnreachable, SearchProblem, SearchResult, Searcher
 
 
 @dataclass
@@ -54,10 +54,12 @@ def deliver(d: Delivery, searcher: Searcher, problem_for: Callable[[float], Sear
     original_ms = d.original[0]
     target = first_target = d.limits["latency_ms"] / original_ms
     retries = d.options.search.retries
+    tried: set = set()
     for attempt in range(retries + 1):
-        problem = problem_for(target)
-        d.say(f"searching widths ({searcher.name}) for latency <= {target:.3f}x of the original")
-        result = searcher.search(problem)
+        problem, result = search_new_widths(searcher, problem_for, target, tried, first=attempt == 0, say=d.say)
+        if result is None:  # tightening reached what the search can offer
+            break
+        tried.add(result.widths)
         pruned = _build(d, result)
         history = _finetune(pruned, d)
         shutil.rmtree(folder, ignore_errors=True)
@@ -77,9 +79,9 @@ def deliver(d: Delivery, searcher: Searcher, problem_for: Callable[[float], Sear
         d.say(f"delivered model measured {final.ratios[1]:.3f}x where {expected:.3f}x was expected, over budget; "
               f"tightening the target by the miss")
         target = min(0.98 * target, first_target * expected / final.ratios[1] * 0.99)
-    else:
+    if not met:
         raise SlimdeployError(f"the budget {d.budget.latency.text} was not met on final measurement "
-                              f"({final.ratios[1]:.3f}x after {retries + 1} searches); the machine may be too "
+                              f"({final.ratios[1]:.3f}x after {len(tried)} searches); the machine may be too "
                               f"noisy: retry, raise --retries, or give a looser budget")
     if d.runtime.compiled_suffix:  # the runtime deploys a compiled file: deliver it, behind its own gate
         from .export_tensorrt import export_engine
@@ -96,6 +98,26 @@ def deliver(d: Delivery, searcher: Searcher, problem_for: Callable[[float], Sear
     if d.runtime.compiled_suffix:
         report["verification_engine"] = engine.to_json()
     return result, report
+
+
+def search_new_widths(searcher: Searcher, problem_for: Callable[[float], SearchProblem], target: float,
+                      tried: set, first: bool, say: Callable[[str], None]) -> tuple[SearchProblem, SearchResult | None]:
+    """Search at `target`; a re-search that lands on widths already delivered tightens further.
+
+    Returns (problem, None) when a re-search's target has become unreachable."""
+    for _ in range(8):
+        problem = problem_for(target)
+        say(f"searching widths ({searcher.name}) for latency <= {target:.3f}x of the original")
+        try:
+            result = searcher.search(problem)
+        except BudgetUnreachable:
+            if first:
+                raise
+            return problem, None
+        if result.widths not in tried:
+            return problem, result
+        target *= 0.97
+    return problem, None
 
 
 def _build(d: Delivery, result: SearchResult) -> nn.Module:

@@ -39,6 +39,10 @@ def test_channel_map_finds_a_group_its_padding_a_sum_or_a_constant():
     assert concat.terms == {"a": 1.0, "b": 1.0} and concat.constant == 3
     assert fit_channel_map([64] * 5, widths, ["a", "b"]).terms == {}
     assert fit_channel_map([w["a"] * w["b"] for w in widths], widths, ["a", "b"]) is None
+    # AVX2's blocked layout pads to 8: widths 4, 12, 20 are reported as 8, 16, 24 (ResNet-20, align 4, here);
+    # such a node was once fitted as a constant, and its group then "saved nothing" on the staircase.
+    odd = [{"a": a} for a in (4, 12, 20, 32, 44)]
+    assert fit_channel_map([8, 16, 24, 32, 48], odd, ["a"]).terms == {"a": 1.0}
 
 
 def test_node_features_are_non_negative_and_step_at_the_block():
@@ -46,6 +50,20 @@ def test_node_features_are_non_negative_and_step_at_the_block():
     assert (f >= 0).all()
     assert f[1][1] == 32 and f[2][1] == 32  # padded input channels: 17 and 32 cost the same block
     assert (f[1] != f[2]).any()  # but 17 is off the block, which has its own cost
+    fine = node_features(np.array([8, 12, 16]), np.array([16, 16, 16]))
+    assert fine[0][-2] == 0 and fine[1][-2] == 16 and fine[2][-2] == 0  # only 12 leaves the fine (8) block
+
+
+def test_a_model_saved_before_the_fine_block_features_predicts_as_it_did():
+    from slimdeploy.latency.predictor import ChannelMap, LatencyModel, NodeModel
+
+    conv = NodeModel("conv", "Conv", ChannelMap(0, {"a": 1.0}), ChannelMap(16, {}),
+                     [0.1, 0, 0, 0.001, 0, 0, 0, 0], None, "Conv")  # eight coefficients: the older layout
+    layout = NodeModel("<layout conversions>", "Reorder", ChannelMap(0, {}), ChannelMap(0, {}), [0.02, 0.001],
+                       ["a"], "Reorder")
+    model = LatencyModel("s", {"a": 32}, {"a": (8, 32)}, [conv, layout], {"intercept": 0.0})
+    assert model.predict({"a": 12}) == pytest.approx(0.1 + 0.001 * 12 * 16 + 0.02 + 0.001 * 12)
+    assert model.predict({"a": 32}) == pytest.approx(0.1 + 0.001 * 32 * 16 + 0.02)
 
 
 def test_covering_samples_span_every_group_and_repeat_with_the_seed(resnet):

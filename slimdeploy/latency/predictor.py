@@ -10,10 +10,12 @@ Per node the model is a non-negative combination of features of its input and ou
 counts, raw and padded up to the CPU kernels' block of 16 channels (the steps of the staircase),
 plus terms for counts off the block: ORT then runs the neighbouring ops in another layout, and a
 convolution reading 8 channels measured slower than one reading 16 (MobileNetV2 here), so latency
-may fall when a width grows onto the block. Which widths set a node's channel counts is learned
-from the samples themselves: each count is an exact linear function of the group widths (a
-constant, one group's width, or a sum for concatenations). Each node kind is then scaled on the
-end-to-end figures (`_calibrate`).
+may fall when a width grows onto the block. Counts off the 8-channel block (widths in steps of 4)
+have terms of their own: on AVX2 ORT pads such a node's output to 8 and reads it back through a
+plain-layout kernel, reporting the padded count (which the channel maps accept). Which widths set
+a node's channel counts is learned from the samples themselves: each count is an exact linear
+function of the group widths (a constant, one group's width, or a sum for concatenations). Each
+node kind is then scaled on the end-to-end figures (`_calibrate`).
 """
 from __future__ import annotations
 
@@ -28,7 +30,9 @@ from scipy.optimize import nnls
 from ..errors import SlimdeployError
 
 FORMAT = "slimdeploy.latency-model/1"
-BLOCK = 16  # channel blocking of ORT's NCHWc CPU kernels (shared/LATENCY-NOTES.md)
+BLOCK = 16  # the staircase's step: ORT's NCHWc CPU kernels handle 16 channels at a time (shared/LATENCY-NOTES.md)
+LAYOUT_BLOCKS = (8, 16)  # what ORT pads a blocked node's channels to (8 on AVX2, 16 on AVX-512)
+FINE_BLOCK = 8  # a count off it is padded by ORT and read back by a plain-layout kernel
 LAYOUT_NODE = "<layout conversions>"
 
 
@@ -42,23 +46,31 @@ class Sample:
     macs: int | None = None
 
 
-def _pad(c):
+def _pad(c, block: int = BLOCK):
     """Channel counts padded up to the block (arrays or scalars)."""
-    return np.ceil(np.asarray(c, float) / BLOCK) * BLOCK
+    return np.ceil(np.asarray(c, float) / block) * block
 
 
 def node_features(cin: np.ndarray, cout: np.ndarray) -> np.ndarray:
-    """Non-negative features of a node's channel counts (one row per configuration)."""
+    """Non-negative features of a node's channel counts (one row per configuration).
+
+    The last two columns (counts off the fine block, where ORT pads a node's output and runs
+    its consumer on a plain layout) came later; models saved before them use the first eight."""
     cin, cout = np.asarray(cin, float), np.asarray(cout, float)
     pin, pout = _pad(cin), _pad(cout)
     off_in, off_out = (pin != cin).astype(float), (pout != cout).astype(float)
+    fine_in, fine_out = (cin % FINE_BLOCK != 0).astype(float), (cout % FINE_BLOCK != 0).astype(float)
     return np.stack([np.ones_like(cin), pin, pout, cin * cout, pin * pout, (pin * pout) ** 2,
-                     off_in * pout, off_out * pin], axis=1)
+                     off_in * pout, off_out * pin, fine_in * pout, fine_out * pin], axis=1)
 
 
 def layout_features(widths: Sequence[Mapping[str, int]], groups: Sequence[str]) -> np.ndarray:
-    """Features of the layout conversions ORT inserts around groups whose width is off the block."""
-    return np.asarray([[1.0] + [float(w[g]) if w[g] % BLOCK else 0.0 for g in groups] for w in widths])
+    """Features of the layout conversions ORT inserts around groups whose width is off a block.
+
+    Per group its width when off the staircase's block, then (added later, after the first
+    1 + groups columns) when off the fine block."""
+    return np.asarray([[1.0] + [float(w[g]) if w[g] % BLOCK else 0.0 for g in groups]
+                       + [float(w[g]) if w[g] % FINE_BLOCK else 0.0 for g in groups] for w in widths])
 
 
 # ---------------------------------------------------------------------- channel maps
@@ -86,15 +98,16 @@ def fit_channel_map(counts: Sequence[float], widths: Sequence[Mapping[str, int]]
                     groups: Sequence[str]) -> ChannelMap | None:
     """The linear map from widths to `counts`, or None if none is exact on every sample.
 
-    Nodes that run in the blocked layout report their channels padded up to the block, so a
-    count may equal a group's width or that width padded."""
+    Nodes that run in the blocked layout report their channels padded up to the layout's block
+    (8 or 16 floats, by the CPU's vector width), so a count may equal a group's width or that
+    width padded."""
     y = np.asarray(counts, float)
     if np.all(y == y[0]):
         return ChannelMap(float(y[0]), {})
     for g in groups:  # the common case: one group's width, possibly times a factor
         w = np.asarray([ws[g] for ws in widths], float)
         for k in (1.0, float(np.median(y / w))):
-            if np.all((y == k * w) | (y == _pad(k * w))):
+            if any(np.all((y == k * w) | (y == _pad(k * w, block))) for block in LAYOUT_BLOCKS):
                 return ChannelMap(0.0, {g: k})
     x = np.asarray([[1.0] + [ws[g] for g in groups] for ws in widths])
     beta, *_ = np.linalg.lstsq(x, y, rcond=None)
@@ -129,7 +142,7 @@ class NodeModel:
             f = layout_features([widths], self.groups)[0]
         else:
             f = node_features(np.array([self.cin(widths)]), np.array([self.cout(widths)]))[0]
-        return float(f @ np.asarray(self.coef))
+        return float(f[:len(self.coef)] @ np.asarray(self.coef))  # a model saved with fewer features
 
 
 @dataclass
