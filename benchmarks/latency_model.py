@@ -15,8 +15,9 @@ squeeze-excitation, dense concatenation, ConvNeXt, a ViT, shuffles; at 224 px an
 Only `dev` may be used for tuning; RESULTS.md and README report `eval`.
 
 Per model and thread count: `build_profile` (the code behind `slimdeploy profile`) with a fresh
-latency database: N covering configurations (or `--sampling adaptive`) + the full and the
-smallest are pruned, exported and timed interleaved with the full model, with per-node times where
+latency database (or one kept with `--db-dir`, which then measures nothing and only re-fits): N
+covering configurations (or `--sampling adaptive`) + the full and the smallest are pruned,
+exported and timed interleaved with the full model, with per-node times where
 the runtime has them; every 4th configuration is held out and up to six held-out ones are measured
 again for the noise floor (σ of one figure). Then the same profile is built again on the same
 database, to show that nothing is measured twice. Rows are appended to the JSON file as they
@@ -34,7 +35,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from results import write_section  # noqa: E402
+from results import reading_text, write_section  # noqa: E402
 
 DEV = ["torchvision:resnet18@224", "torchvision:mobilenet_v2@224", "slimdeploy.pretrained:efficientnet_lite0@224",
        "torchvision:resnet18@64"]
@@ -165,8 +166,9 @@ def main() -> None:
                                          "the latency model is tried on the development set")
     parser.add_argument("--from-json", help="render RESULTS.md from earlier runs' JSON only (comma-separated)")
     parser.add_argument("--no-write", action="store_true", help="print the table, leave RESULTS.md alone")
-    parser.add_argument("--note", default="", help="a sentence added under the table")
+    parser.add_argument("--note", default="", help="text added under the table, or @FILE for a file's text")
     args = parser.parse_args()
+    args.note = reading_text(args.note)
     if args.from_json:
         rows = _read(args.from_json)
     else:
