@@ -56,7 +56,7 @@ def deliver(d: Delivery, searcher: Searcher, problem_for: Callable[[float], Sear
     retries = d.options.search.retries
     tried: set = set()
     for attempt in range(retries + 1):
-        problem, result = search_new_widths(searcher, problem_for, target, tried, first=attempt == 0, say=d.say)
+        problem, result = search_new_widths(searcher, problem_for, target, tried, say=d.say)
         if result is None:  # tightening reached what the search can offer
             break
         tried.add(result.widths)
@@ -101,17 +101,17 @@ def deliver(d: Delivery, searcher: Searcher, problem_for: Callable[[float], Sear
 
 
 def search_new_widths(searcher: Searcher, problem_for: Callable[[float], SearchProblem], target: float,
-                      tried: set, first: bool, say: Callable[[str], None]) -> tuple[SearchProblem, SearchResult | None]:
-    """Search at `target`; a re-search that lands on widths already delivered tightens further.
+                      tried: set, say: Callable[[str], None]) -> tuple[SearchProblem, SearchResult | None]:
+    """Search at `target`; a re-search (widths already `tried`) that lands on one of them tightens further.
 
-    Returns (problem, None) when a re-search's target has become unreachable."""
+    Returns (problem, None) when a re-search's target has become unreachable; a first search raises."""
     for _ in range(8):
         problem = problem_for(target)
         say(f"searching widths ({searcher.name}) for latency <= {target:.3f}x of the original")
         try:
             result = searcher.search(problem)
         except BudgetUnreachable:
-            if first:
+            if not tried:
                 raise
             return problem, None
         if result.widths not in tried:

@@ -132,12 +132,12 @@ def test_a_re_search_after_a_measured_miss_delivers_other_narrower_widths():
     from slimdeploy.delivery import search_new_widths
 
     searcher, said = get_searcher("greedy"), []
-    _, first = search_new_widths(searcher, problem, 0.6, set(), first=True, say=said.append)
+    _, first = search_new_widths(searcher, problem, 0.6, set(), say=said.append)
     # The retry's target, tightened by a small miss, lands on the same staircase step: it must tighten on.
-    p, again = search_new_widths(searcher, problem, 0.599, {first.widths}, first=False, say=said.append)
+    p, again = search_new_widths(searcher, problem, 0.599, {first.widths}, say=said.append)
     assert again.widths != first.widths and latency(again.widths) < latency(first.widths) and p.meets(again.widths)
     assert len(said) >= 3 and "0.599x" in said[1]
     # A first search whose budget is unreachable says so; a re-search that tightened past the floor gives up quietly.
     with pytest.raises(BudgetUnreachable):
-        search_new_widths(searcher, problem, 0.1, set(), first=True, say=said.append)
-    assert search_new_widths(searcher, problem, 0.1, {first.widths}, first=False, say=said.append)[1] is None
+        search_new_widths(searcher, problem, 0.1, set(), say=said.append)
+    assert search_new_widths(searcher, problem, 0.1, {first.widths}, say=said.append)[1] is None

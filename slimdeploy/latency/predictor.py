@@ -32,7 +32,7 @@ from ..errors import SlimdeployError
 FORMAT = "slimdeploy.latency-model/1"
 BLOCK = 16  # the staircase's step: ORT's NCHWc CPU kernels handle 16 channels at a time (shared/LATENCY-NOTES.md)
 LAYOUT_BLOCKS = (8, 16)  # what ORT pads a blocked node's channels to (8 on AVX2, 16 on AVX-512)
-FINE_BLOCK = 8  # a count off it is padded by ORT and read back by a plain-layout kernel
+FINE_BLOCK = min(LAYOUT_BLOCKS)  # a count off it is padded by ORT and read back by a plain-layout kernel
 LAYOUT_NODE = "<layout conversions>"
 
 
