@@ -4,8 +4,11 @@
     python benchmarks/fronts.py --seeds 0 --epochs 1 --quick      # a smoke run (no RESULTS.md)
     python benchmarks/fronts.py --seeds 1 --json /tmp/f1.json --quick     # one seed per process ...
     python benchmarks/fronts.py --from-json /tmp/f0.json,/tmp/f1.json,/tmp/f2.json   # ... merged, rendered
+    python benchmarks/fronts.py --track lite0                     # the EfficientNet-Lite0 track
 
-Track: CIFAR-style ResNet-20 at 3×28×28, pre-trained on 3,000 Fashion-MNIST images (shared_bench.py).
+Tracks (shared_bench.py): CIFAR-style ResNet-20 at 3×28×28 trained on 3,000 Fashion-MNIST images,
+or the ImageNet-pretrained EfficientNet-Lite0 at 64 px fine-tuned on them; the Lite0 track writes
+its own RESULTS.md sections (`fronts-lite0`, ...).
 Every method trains its shared weights for the same epochs with four networks per step (full,
 narrowest, two sampled), then searches each budget on the fitted latency model (ONNX Runtime,
 1 thread); each delivered model is extracted, fine-tuned the same epochs with distillation from
@@ -29,7 +32,9 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from shared_bench import Bench, mean_std, say  # noqa: E402
+from shared_bench import TRACKS, Bench, mean_std, say  # noqa: E402
+
+BUDGETS = {"resnet20": "0.5,0.7", "lite0": "0.3,0.5"}  # lite0: uniform width loses more there
 
 METHODS = {
     "slim-uniform": {"visits": 24, "refine": 3},
@@ -99,13 +104,14 @@ def _front(scored: list[dict]) -> list[dict]:
 
 
 def render(rows: list[dict], objective_rows: list[dict], budgets: list[float], lowest: float,
-           original: float) -> dict[str, str]:
+           original: float, track: str = "resnet20") -> dict[str, str]:
     from slimdeploy.search import front_area
 
     methods = [m for m in METHODS if any(r["method"] == m for r in rows)]
     head = "| method | front area (held-out acc., " + f"{lowest:.2f}x–1.0x)" + " | " + \
         " | ".join(f"delivered acc. at {b}x (measured ratio)" for b in budgets) + " |"
-    lines = [f"Original ResNet-20: {original:.4f} accuracy on the validation subset (Fashion-MNIST test images).", "",
+    lines = [f"Original {TRACKS[track]['title']}: {original:.4f} accuracy on the validation subset "
+             "(Fashion-MNIST test images).", "",
              head, "|---|---:|" + "---:|" * len(budgets)]
     for m in methods:
         mine = [r for r in rows if r["method"] == m]
@@ -138,14 +144,16 @@ def render(rows: list[dict], objective_rows: list[dict], budgets: list[float], l
         obj.append(f"| {objective} | {mean_std([len(r['front']) for r in mine])} | {mean_std(areas)} | "
                    f"{mean_std(errors)} | {mean_std([r['train_seconds'] for r in mine])} |")
     obj += ["", f"Areas from {low:.3f}x (the lowest measured front point of either run) to 1.0x."]
-    return {"fronts": "\n".join(lines), "fronts-cost": "\n".join(cost), "fronts-objective": "\n".join(obj)}
+    prefix = "fronts" if track == "resnet20" else f"fronts-{track}"
+    return {prefix: "\n".join(lines), f"{prefix}-cost": "\n".join(cost), f"{prefix}-objective": "\n".join(obj)}
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--track", choices=sorted(TRACKS), default="resnet20")
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--methods", default=",".join(METHODS))
-    p.add_argument("--budgets", default="0.5,0.7")
+    p.add_argument("--budgets", help="comma-separated latency ratios (default: 0.5,0.7; lite0: 0.3,0.5)")
     p.add_argument("--epochs", type=int, default=1, help="shared-weight training epochs, every method")
     p.add_argument("--finetune-epochs", type=int, default=1)
     p.add_argument("--n-fit", type=int, default=512, help="training images the methods train and fine-tune on")
@@ -163,20 +171,21 @@ def main() -> int:
     import torch
 
     torch.set_num_threads(1)
-    budgets = [float(b) for b in args.budgets.split(",")]
+    budgets = [float(b) for b in (args.budgets or BUDGETS[args.track]).split(",")]
     work = Path(args.work)
     path = Path(args.json) if args.json else work / ("fronts-quick.json" if args.quick else "fronts.json")
     if args.from_json:  # several runs (e.g. one process per seed) merged
         parts = [json.loads(Path(f).read_text()) for f in args.from_json.split(",")]
-        state = {**parts[0], "rows": [r for p in parts for r in p["rows"]],
+        state = {"track": "resnet20", **parts[0], "rows": [r for p in parts for r in p["rows"]],
                  "objective": [r for p in parts for r in p["objective"]]}
     else:
-        bench = Bench(work, n_fit=args.n_fit, n_held=args.n_held, n_val=args.n_val, batch=args.batch)
-        state = {"rows": [], "objective": [], "lowest": bench.lowest, "original": bench.original_accuracy,
-                 "budgets": budgets}
+        bench = Bench(work, n_fit=args.n_fit, n_held=args.n_held, n_val=args.n_val, batch=args.batch,
+                      track=args.track)
+        state = {"track": args.track, "rows": [], "objective": [], "lowest": bench.lowest,
+                 "original": bench.original_accuracy, "budgets": budgets}
         if path.exists():
             old = json.loads(path.read_text())
-            if old.get("budgets") == budgets:
+            if old.get("budgets") == budgets and old.get("track", "resnet20") == args.track:
                 state.update(rows=old["rows"], objective=old["objective"])
         done = {(r["method"], r["seed"]) for r in state["rows"]}
         for seed in [int(s) for s in args.seeds.split(",")]:
@@ -191,12 +200,13 @@ def main() -> int:
             if not args.no_objective and not any(r["seed"] == seed for r in state["objective"]):
                 state["objective"] += objective_run(bench, seed, args.epochs, latency_run)
                 path.write_text(json.dumps(state, indent=1, default=str))
-    sections = render(state["rows"], state["objective"], state["budgets"], state["lowest"], state["original"])
+    sections = render(state["rows"], state["objective"], state["budgets"], state["lowest"], state["original"],
+                      state["track"])
     from results import reading_text
 
     reading = reading_text(args.reading)
     if reading:
-        sections["fronts"] += "\n\n" + reading
+        sections[next(iter(sections))] += "\n\n" + reading
     for name, text in sections.items():
         print(f"\n## {name}\n{text}")
     if not args.quick:

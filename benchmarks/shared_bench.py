@@ -1,11 +1,12 @@
 """Set-up shared by the shared-weight benchmarks (fronts.py, sharing_ranking.py): one trained original,
 one data split, one latency model fitted on ONNX Runtime (1 thread), and one method run.
 
-The original (CIFAR-style ResNet-20, 3×28×28 inputs) is trained on 3,000 Fashion-MNIST training
-images (4 epochs); the methods train and fine-tune on the first `n_fit` of them, score candidates
-on `n_held` other training images and report accuracy on the first `n_val` test images. The
-original is cached under the work directory with its latency database, so several
-benchmarks (and re-runs) share them. Needs the Debian package `dataset-fashion-mnist`.
+Tracks: the original is a CIFAR-style ResNet-20 (3×28×28 inputs) trained from scratch on 3,000
+Fashion-MNIST training images (4 epochs), or the ImageNet-pretrained EfficientNet-Lite0 at 64 px
+fine-tuned on the same images (2 epochs); the methods train and fine-tune on the first `n_fit` of
+them, score candidates on `n_held` other training images and report accuracy on the first `n_val`
+test images. The original is cached under the work directory with its latency database, so
+several benchmarks (and re-runs) share them. Needs the Debian package `dataset-fashion-mnist`.
 """
 from __future__ import annotations
 
@@ -18,8 +19,12 @@ from typing import Any, Callable
 import torch
 from torch.utils.data import Subset
 
-SHAPE = (1, 3, 28, 28)
-MODEL = "slimdeploy.models:cifar_resnet20"
+TRACKS = {
+    "resnet20": {"model": "slimdeploy.models:cifar_resnet20", "shape": (1, 3, 28, 28), "normalize": "dataset",
+                 "pre_epochs": 4, "pre_lr": 0.05, "title": "ResNet-20"},
+    "lite0": {"model": "slimdeploy.pretrained:efficientnet_lite0_10", "shape": (1, 3, 64, 64), "normalize": "imagenet",
+              "pre_epochs": 2, "pre_lr": 0.02, "title": "EfficientNet-Lite0 (ImageNet-pretrained, 64 px)"},
+}
 
 
 def say(text: str) -> None:
@@ -30,7 +35,7 @@ class Bench:
     """The original, the data, the latency model, the costs: what every method run shares."""
 
     def __init__(self, work: Path, n_fit: int = 1000, n_held: int = 500, n_train: int = 3000, n_val: int = 2000,
-                 pre_epochs: int = 4, batch: int = 64):
+                 batch: int = 64, track: str = "resnet20"):
         from slimdeploy.analysis import analyse
         from slimdeploy.channels import ChannelMap
         from slimdeploy.costs import CostModel
@@ -43,9 +48,11 @@ class Bench:
 
         if not Path("/usr/share/datasets/fashion-mnist").is_dir():
             raise SystemExit("Fashion-MNIST is missing: apt-get install -y dataset-fashion-mnist")
+        spec = TRACKS[track]
+        work = work if track == "resnet20" else work / track  # the ResNet-20 track keeps its old place
         work.mkdir(parents=True, exist_ok=True)
-        self.work, self.batch = work, batch
-        train, val, _ = load_dataset("fashion-mnist", input_shape=SHAPE, seed=0)
+        self.work, self.batch, self.title, self.shape = work, batch, spec["title"], spec["shape"]
+        train, val, _ = load_dataset("fashion-mnist", input_shape=self.shape, seed=0, normalize=spec["normalize"])
         order = torch.randperm(len(train), generator=torch.Generator().manual_seed(0)).tolist()
         pre_train = Subset(train, order[:n_train])           # what the original was trained on
         self.train_set = Subset(train, order[:min(n_fit, n_train)])  # what the methods train and fine-tune on
@@ -58,17 +65,17 @@ class Bench:
         self.data = {"train": self.train_loader, "train_set": self.train_set, "val": self.val,
                      "info": {"name": "fashion-mnist", "n_val": n_val}, "calibration": self.calibration,
                      "held_out": self.held_out}
-        self.model = build(MODEL)
+        self.model = build(spec["model"])
         weights = work / "original.pt"
         if weights.exists():
             self.model.load_state_dict(torch.load(weights, weights_only=True))
         else:
-            say(f"training the original {MODEL} for {pre_epochs} epochs on {n_train} images (batch 64)")
-            train_classifier(self.model, pre_loader, epochs=pre_epochs, lr=0.05)
+            say(f"training the original {spec['model']} for {spec['pre_epochs']} epochs on {n_train} images (batch 64)")
+            train_classifier(self.model, pre_loader, epochs=spec["pre_epochs"], lr=spec["pre_lr"])
             torch.save(self.model.state_dict(), weights)
         self.model.eval()
         self.original_accuracy = accuracy(self.model, self.val)
-        self.x = torch.randn(*SHAPE, generator=torch.Generator().manual_seed(0))
+        self.x = torch.randn(*self.shape, generator=torch.Generator().manual_seed(0))
         self.analysis = analyse(self.model, self.x)
         self.cost_model = CostModel.build(self.model, self.x, ChannelMap.build(self.model, self.analysis))
         self.runtime = resolve_runtime("onnxruntime", 1)
@@ -121,7 +128,7 @@ class Bench:
 
     def measure(self, module) -> float:
         path = self.runtime.export(module.eval(), self.x, self.measured.path("bench"))
-        return float(self.runtime.compare([self.measured.reference, path], SHAPE, rounds=8).ratios[1])
+        return float(self.runtime.compare([self.measured.reference, path], self.shape, rounds=8).ratios[1])
 
     @functools.cached_property
     def lowest(self) -> float:
