@@ -450,9 +450,9 @@ def _goal_lines(table: dict, budgets: list[str], original: float | None) -> str:
         if best is None:
             continue
         loss = original - u
-        share = (best - u) / loss if loss > 1e-9 else float("nan")
+        recovered = f"{(best - u) / loss:.0%} of the loss recovered" if loss > 1e-9 else "uniform loses nothing"
         parts.append(f"{budget}: uniform loses {100 * loss:.2f} points; {best_method} is {100 * (best - u):+.2f} points "
-                     f"over uniform ({share:.0%} of the loss recovered)")
+                     f"over uniform ({recovered})")
     return "Goal check — " + "; ".join(parts) + "." if parts else ""
 
 
