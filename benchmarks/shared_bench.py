@@ -51,7 +51,7 @@ class Bench:
         spec = TRACKS[track]
         work = work if track == "resnet20" else work / track  # the ResNet-20 track keeps its old place
         work.mkdir(parents=True, exist_ok=True)
-        self.work, self.batch, self.title, self.shape = work, batch, spec["title"], spec["shape"]
+        self.work, self.batch, self.shape = work, batch, spec["shape"]
         train, val, _ = load_dataset("fashion-mnist", input_shape=self.shape, seed=0, normalize=spec["normalize"])
         order = torch.randperm(len(train), generator=torch.Generator().manual_seed(0)).tolist()
         pre_train = Subset(train, order[:n_train])           # what the original was trained on

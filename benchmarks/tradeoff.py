@@ -210,7 +210,8 @@ def cmd_run(args) -> None:
                     copy.deepcopy(model), workdir / "out", latency=",".join(budgets), method=method,
                     data=track["data"], seed=seed, align=track["align"], threads=1, samples=args.samples,
                     db=str(args.work / "latency.sqlite"), input_shape=track["shape"], lr=args.lr,
-                    supernet_lr=args.lr, search_options=track.get("evolution", EVOLUTION) if method == "evolution" else {},
+                    supernet_lr=args.lr,
+                    search_options=track.get("evolution", EVOLUTION) if method == "evolution" else {},
                     say=lambda text: None, finetune_epochs=training["finetune_epochs"], retries=RETRIES,
                     supernet_epochs=training["supernet_epochs"], **extra)
                 rows = summary["budgets"] if "budgets" in summary else [_row(summary)]
