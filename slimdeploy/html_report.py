@@ -80,6 +80,9 @@ def summary_page(summary: dict, front: dict | None = None) -> str:
     body = [f"<h1>{escape(title)}</h1>", _table(rows),
             _img(plots.tradeoff_png([(r["latency_ratio"], r["accuracy"], r["budget"]) for r in summary["budgets"]],
                                     o.get("accuracy"), "delivered models by budget"), "accuracy against latency")]
+    if summary.get("missed"):
+        body += ["<h2>Not delivered</h2>", "<ul>" + "".join(
+            f"<li>{escape(m['budget'])}: {escape(m['reason'])}</li>" for m in summary["missed"]) + "</ul>"]
     if front:
         body += ["<h2>Accuracy–latency front of the search</h2>", _img(_front_png(front, None), "search front")]
     return _document(title, body)

@@ -5,7 +5,10 @@ asked, measures every candidate), counts MACs and params from the widths, and es
 either on the original's weights (uniform, greedy) or on a supernet's shared weights (slim,
 evolution, ...), trained once for every budget. Each delivered model is measured against the
 original interleaved on the same runtime; if it measures over budget, the search is re-run with
-a tighter target. Everything is built in a staging folder and renamed into place at the end.
+a tighter target. A budget under the lowest latency the model reaches is refused before any
+training. When several budgets are asked for and one is still missed, the others are delivered and
+the miss is reported (`BudgetMissed`, after the output is in place). Everything is built in a
+staging folder and renamed into place at the end.
 """
 from __future__ import annotations
 
@@ -25,7 +28,7 @@ from .channels import ChannelMap
 from .checkpoint import MANIFEST, load_model, replace_dir
 from .costs import CostModel
 from .delivery import Delivery, deliver
-from .errors import SlimdeployError
+from .errors import BudgetMissed, SlimdeployError
 from .html_report import write_html, write_summary_html
 from .inspection import count_macs_params
 from .latency.oracle import MeasuredLatency
@@ -96,6 +99,8 @@ def compress(model: str | nn.Module, out: str | os.PathLike, latency: str | list
         say(f"measuring the original on {rt.describe()}")
         original = rt.measure(measured.reference, shape)
         latency_fn, offered, profile_info = latency_source(lat, model, x, analysis, rt, measured, s, say)
+        check_floor(budgets, original.median_ms, macs0, params0,
+                    latency_fn(analysis.space.smallest(s.align, s.min_fraction)), say)
         supernet = None  # the shared weights, when the method scores on them
         if s.proxy:
             score, score_kind = searcher.score, searcher.score_kind
@@ -107,7 +112,7 @@ def compress(model: str | nn.Module, out: str | os.PathLike, latency: str | list
             score, score_kind = original_scorer(model, x, analysis, data, s.importance)
         costs = search_costs(cost_model, latency_fn)
         score = functools.cache(score)  # shared by every budget and retry
-        reports, searched, folders = [], [], []
+        reports, searched, folders, missed = [], [], [], []
         for budget in budgets:
             target = staging / budget.label if len(budgets) > 1 else staging
             limits = budget.resolve(original.median_ms, macs0, params0)
@@ -121,9 +126,16 @@ def compress(model: str | nn.Module, out: str | os.PathLike, latency: str | list
                                 data=data, options=options, budget=budget, limits=limits,
                                 original=(original.median_ms, macs0, params0), supernet=supernet, say=say)
             try:
-                result, report = deliver(delivery, searcher, problem_for, target)
-            except BudgetUnreachable as exc:
-                raise _unreachable(exc, budget, limits, original.median_ms) from None
+                try:
+                    result, report = deliver(delivery, searcher, problem_for, target)
+                except BudgetUnreachable as exc:
+                    raise _unreachable(exc, budget, limits, original.median_ms) from None
+            except BudgetMissed as exc:  # several budgets: deliver the others, report this one
+                if len(budgets) == 1:
+                    raise
+                say(f"budget {budget.latency.text} missed: {exc}")
+                missed.append({"budget": budget.label, "reason": str(exc)})
+                continue
             report.update(model=spec, options=options.to_json(), score={"kind": score_kind, "value": result.score})
             if config is not None:
                 report["config"] = config
@@ -137,6 +149,8 @@ def compress(model: str | nn.Module, out: str | os.PathLike, latency: str | list
             reports.append(report)
             folders.append(target)
             searched.append((budget.label, result, limits["latency_ms"] / original.median_ms))
+        if not reports:
+            raise BudgetMissed("no budget was met: " + "; ".join(f"{m['budget']}: {m['reason']}" for m in missed))
         front = None
         if supernet is not None:  # the accuracy–latency front the shared weights gave, every budget marked
             front = write_front(staging, [c for _, r, _ in searched for c in r.evaluated],
@@ -145,7 +159,7 @@ def compress(model: str | nn.Module, out: str | os.PathLike, latency: str | list
         for folder, report, (label, _, _) in zip(folders, reports, searched):
             write_html(folder, report, front, label)
         if len(budgets) > 1:
-            summary = write_summary(staging, reports, spec)
+            summary = write_summary(staging, reports, spec, missed)
             write_summary_html(staging, summary, front)
         if config is not None:
             atomic_write_text(staging / "config.toml", tomlio.dumps(config))
@@ -155,14 +169,38 @@ def compress(model: str | nn.Module, out: str | os.PathLike, latency: str | list
         raise
     finally:
         measured.close()
+    if missed:
+        error = BudgetMissed(f"delivered {', '.join(r['budget']['latency'] for r in reports)} to {out}, but "
+                             + "; ".join(f"{m['budget']}: {m['reason']}" for m in missed))
+        error.summary = summary
+        raise error
     return reports[0] if len(budgets) == 1 else summary
 
 
-def _unreachable(exc: BudgetUnreachable, budget: Budget, limits: dict, original_ms: float) -> SlimdeployError:
+def check_floor(budgets: list[Budget], original_ms: float, macs0: int, params0: int, lowest: float,
+                say: Callable[[str], None]) -> None:
+    """Refuse a latency budget under `lowest` (the predicted ratio with every group at its narrowest)
+    before anything is trained; warn about one so close to it that a measured miss has no room."""
+    for budget in budgets:
+        limits = budget.resolve(original_ms, macs0, params0)
+        ratio = limits["latency_ms"] / original_ms
+        if ratio < lowest:
+            raise SlimdeployError(
+                f"the budget {budget.latency.text} cannot be met: the lowest latency this model reaches is "
+                f"{lowest:.3f}x of the original (predicted with every group at its narrowest width; "
+                f"{lowest * original_ms:.3f} ms against a budget of {limits['latency_ms']:.3f} ms); give a "
+                f"budget above it, or lower --min-width")
+        if ratio < 1.1 * lowest:
+            say(f"warning: the budget {budget.latency.text} is within 10 % of the lowest latency this model "
+                f"reaches ({lowest:.3f}x predicted); a delivery that measures over it has little room to be "
+                f"re-searched")
+
+
+def _unreachable(exc: BudgetUnreachable, budget: Budget, limits: dict, original_ms: float) -> BudgetMissed:
     if exc.constraint == LATENCY:
-        return SlimdeployError(
+        return BudgetMissed(
             f"the budget {budget.latency.text} cannot be met: the lowest latency the search reached is "
             f"{exc.lowest:.2f}x of the original ({exc.lowest * original_ms:.3f} ms against a budget of "
             f"{limits['latency_ms']:.3f} ms)")
-    return SlimdeployError(f"the {exc.constraint} cap cannot be met: the smallest widths reach {exc.lowest:,.0f} "
-                           f"against a cap of {exc.limit:,.0f}; loosen --{exc.constraint} or lower --min-width")
+    return BudgetMissed(f"the {exc.constraint} cap cannot be met: the smallest widths reach {exc.lowest:,.0f} "
+                        f"against a cap of {exc.limit:,.0f}; loosen --{exc.constraint} or lower --min-width")

@@ -110,14 +110,15 @@ def summary_rows(reports: list[dict]) -> list[dict[str, Any]]:
     return rows
 
 
-def write_summary(directory: Path, reports: list[dict], model: str) -> dict[str, Any]:
-    """summary.json, summary.md and summary.png across the budgets delivered from one search set-up."""
+def write_summary(directory: Path, reports: list[dict], model: str, missed: list[dict] = ()) -> dict[str, Any]:
+    """summary.json, summary.md and summary.png across the budgets delivered from one search set-up;
+    `missed` are the budgets asked for but not met ({"budget", "reason"})."""
     first = reports[0]
     acc = first.get("accuracy") or {}
     summary = {"model": model, "method": first["method"], "original": {
         "latency_ms": first["latency_ms"]["original"], "macs": first["macs"]["original"],
         "params": first["params"]["original"], "accuracy": acc.get("original")},
-        "budgets": summary_rows(reports), "runtime": first["runtime"]}
+        "budgets": summary_rows(reports), "runtime": first["runtime"], "missed": list(missed)}
     lines = [f"# slimdeploy compress: {model}, {len(reports)} budgets ({first['method']})", "",
              "| budget | measured latency | ms | MACs (M) | params (M) | accuracy | folder |",
              "|---|---:|---:|---:|---:|---:|---|",
@@ -126,6 +127,8 @@ def write_summary(directory: Path, reports: list[dict], model: str) -> dict[str,
     for row in summary["budgets"]:
         lines.append(f"| {row['budget']} | {row['latency_ratio']:.3f}x | {row['latency_ms']:.3f} | {row['macs'] / 1e6:.1f} "
                      f"| {row['params'] / 1e6:.3f} | {_fmt_acc(row['accuracy'])} | {row['folder']}/ |")
+    if missed:
+        lines += ["", "Not delivered:"] + [f"- {m['budget']}: {m['reason']}" for m in missed]
     atomic_write_text(directory / "summary.json", json.dumps(summary, indent=2, default=str) + "\n")
     atomic_write_text(directory / "summary.md", "\n".join(lines) + "\n")
     from .plots import tradeoff_plot

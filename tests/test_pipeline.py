@@ -1,5 +1,7 @@
 """compress(): budgets met on real measurement, with and without data; errors leave nothing behind."""
 import json
+import os
+import re
 
 import pytest
 import torch
@@ -7,7 +9,7 @@ import torch
 import slimdeploy
 from slimdeploy.analysis import analyse
 from slimdeploy.data import load_dataset, make_loader
-from slimdeploy.errors import SlimdeployError
+from slimdeploy.errors import BudgetMissed, SlimdeployError
 from slimdeploy.export import export_onnx
 from slimdeploy.latency.onnx_files import compare_onnx
 from slimdeploy.latency.oracle import MeasuredLatency
@@ -86,9 +88,66 @@ def test_greedy_is_never_worse_than_uniform_on_the_estimated_score(digits_model)
 
 
 def test_unreachable_budget_names_the_lowest_latency_and_writes_nothing(tmp_path):
-    with pytest.raises(SlimdeployError, match=r"lowest latency the search reached is 0\.\d+x"):
+    with pytest.raises(SlimdeployError, match=r"lowest latency this model reaches is 0\.\d+x"):
         compress("torchvision:mobilenet_v3_small", tmp_path / "c", latency="0.01x", input_shape=(1, 3, 64, 64),
                  threads=1, samples=8, say=lambda text: None)
+    assert list(tmp_path.iterdir()) == []
+
+
+class _DriftedTimer:
+    """An ONNX Runtime timer whose runs take `extra_ms` longer: a device that drifted since it was profiled."""
+
+    def __init__(self, timer, extra_ms: float):
+        self.timer, self.extra_ms = timer, extra_ms
+        self.threads, self.batch, self.input_shape = timer.threads, getattr(timer, "batch", 1), timer.input_shape
+
+    def time_runs(self, n):
+        return [t + self.extra_ms for t in self.timer.time_runs(n)]
+
+    def warm_up(self, runs=5, seconds=0.3):
+        return [t + self.extra_ms for t in self.timer.warm_up(runs, seconds)]
+
+    def device(self):
+        return self.timer.device()
+
+
+def drifted_runtime(marker: str):
+    """ONNX Runtime, 1 thread, on which every file whose path contains `marker` runs 5 ms slower."""
+    from slimdeploy_onnxruntime import OnnxRuntime
+
+    class Drifted(OnnxRuntime):
+        def timer(self, artifact, input_shape=None):
+            timer = super().timer(artifact, input_shape)
+            return _DriftedTimer(timer, 5.0) if marker in str(artifact) else timer
+
+    return Drifted({"threads": 1})
+
+
+def test_a_missed_budget_leaves_the_other_budgets_delivered_and_says_which(tmp_path):
+    out = tmp_path / "c"
+    with pytest.raises(BudgetMissed, match=r"delivered 0\.8x to .*0\.5x: the budget 0\.5x was not met") as caught:
+        compress("slimdeploy.models:cifar_resnet8_wide", out, latency="0.5x,0.8x", input_shape=DIGITS_SHAPE,
+                 runtime=drifted_runtime(f"{os.sep}0.5x{os.sep}"), samples=8, retries=1, say=lambda text: None)
+    summary = json.loads((out / "summary.json").read_text())
+    assert [b["budget"] for b in summary["budgets"]] == ["0.8x"] and summary["budgets"][0]["latency_ratio"] <= 0.8
+    assert [m["budget"] for m in summary["missed"]] == ["0.5x"] and "not met on final" in summary["missed"][0]["reason"]
+    assert caught.value.summary == summary
+    assert (out / "0.8x" / "model.onnx").exists() and not (out / "0.5x").exists()
+    assert "Not delivered" in (out / "summary.md").read_text() and "Not delivered" in (out / "summary.html").read_text()
+    assert [p.name for p in tmp_path.iterdir()] == ["c"]  # no staging folder left
+
+
+def test_a_candidate_that_measures_over_budget_is_re_searched_before_it_is_fine_tuned(digits_model, tmp_path):
+    said = []
+    with pytest.raises(BudgetMissed, match=r"the budget 0\.8x was not met on final measurement "
+                                           r"\(\d\.\d+x after (\d) searches\)") as caught:
+        compress(digits_model, tmp_path / "c", latency="0.8x", data="digits", method="uniform", finetune_epochs=1,
+                 input_shape=DIGITS_SHAPE, runtime=drifted_runtime("delivered"), samples=8, retries=1,
+                 say=said.append)
+    searches = int(re.search(r"after (\d) searches", str(caught.value)).group(1))
+    assert 2 <= searches <= 6  # misses found before fine-tuning re-search up to 3x (retries + 1) times
+    assert sum("the candidate measured" in line for line in said) == searches
+    assert not any("with distillation" in line for line in said)  # the fine-tuning never started
     assert list(tmp_path.iterdir()) == []
 
 

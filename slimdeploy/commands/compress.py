@@ -5,7 +5,7 @@ import json
 from pathlib import Path
 
 from ..config import add_config_arg
-from ..errors import SlimdeployError
+from ..errors import BudgetMissed, SlimdeployError
 from .common import (add_budget_args, add_model_args, add_output_args, add_runtime_args, add_search_args,
                      runtime_from_args, say_for, search_settings)
 
@@ -32,7 +32,8 @@ def register(sub) -> None:
     g.add_argument("--supernet-lr", type=float, default=0.01)
     p.add_argument("--retries", type=int, default=2,
                    help="searches again, with the target tightened by the miss, up to this many times when a "
-                        "delivered model measures over budget (default 2; raise it on a noisy machine)")
+                        "delivered model measures over budget (default 2; raise it on a noisy machine); with "
+                        "several budgets, one still missed leaves the others delivered and exits with code 2")
     add_runtime_args(p)
     add_output_args(p)
     add_config_arg(p, "compress")
@@ -51,9 +52,19 @@ def run(args) -> int:
                 "supernet": args.supernet, "supernet_epochs": args.supernet_epochs, "supernet_lr": args.supernet_lr,
                 "retries": args.retries, "runtime": runtime}
     shape = zoo.parse_input_shape(args.input_shape) if args.input_shape else None
-    report = compress(args.model, args.out, latency=args.latency, macs=args.macs, params=args.params,
-                      input_shape=shape, ignore=args.ignore, say=say_for(args), config=args.effective_config,
-                      **settings)
+    try:
+        report = compress(args.model, args.out, latency=args.latency, macs=args.macs, params=args.params,
+                          input_shape=shape, ignore=args.ignore, say=say_for(args), config=args.effective_config,
+                          **settings)
+    except BudgetMissed as exc:  # several budgets, some delivered: show them, then the miss (exit code 2)
+        if getattr(exc, "summary", None) is not None:
+            _show(args, exc.summary)
+        raise
+    _show(args, report)
+    return 0
+
+
+def _show(args, report: dict) -> None:
     if args.json:
         print(json.dumps(report, indent=2, default=str))
     elif not args.quiet:
@@ -68,4 +79,3 @@ def run(args) -> int:
             print(f"files: {args.out}/model.onnx, {args.out}/widths.json, {args.out}/report.json, "
                   f"{args.out}/report.md, {args.out}/config.toml (--config repeats the run); slimdeploy.load('{args.out}') "
                   f"loads the PyTorch model")
-    return 0
