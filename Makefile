@@ -3,7 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-PYTEST_ARGS ?=
+# two pytest workers: every test runs torch and ONNX Runtime on one thread, so one process leaves a
+# core of the 2-core CI machine idle (`make test PYTEST_ARGS=` runs them in one process)
+PYTEST_ARGS ?= -n 2
 
 .PHONY: demo test data bench-zoo clean
 
