@@ -178,6 +178,7 @@ def shared_supernet(work: Path, name: str, model, seed: int, args) -> tuple[str,
 
 
 def cmd_run(args) -> None:
+    from slimdeploy.errors import BudgetMissed
     from slimdeploy.pipeline import compress
 
     track = TRACKS[args.track]
@@ -206,15 +207,23 @@ def cmd_run(args) -> None:
                     extra["supernet"], training["supernet_seconds"] = shared_supernet(
                         args.work, args.track, model, seed, args)
                     started += time.perf_counter() - before  # charged through supernet_seconds, not twice
-                summary = compress(
-                    copy.deepcopy(model), workdir / "out", latency=",".join(budgets), method=method,
-                    data=track["data"], seed=seed, align=track["align"], threads=1, samples=args.samples,
-                    db=str(args.work / "latency.sqlite"), input_shape=track["shape"], lr=args.lr,
-                    supernet_lr=args.lr,
-                    search_options=track.get("evolution", EVOLUTION) if method == "evolution" else {},
-                    say=lambda text: None, finetune_epochs=training["finetune_epochs"], retries=RETRIES,
-                    supernet_epochs=training["supernet_epochs"], **extra)
+                try:
+                    summary = compress(
+                        copy.deepcopy(model), workdir / "out", latency=",".join(budgets), method=method,
+                        data=track["data"], seed=seed, align=track["align"], threads=1, samples=args.samples,
+                        db=str(args.work / "latency.sqlite"), input_shape=track["shape"], lr=args.lr,
+                        supernet_lr=args.lr,
+                        search_options=track.get("evolution", EVOLUTION) if method == "evolution" else {},
+                        say=lambda text: None, finetune_epochs=training["finetune_epochs"], retries=RETRIES,
+                        supernet_epochs=training["supernet_epochs"], **extra)
+                except BudgetMissed as exc:  # the budgets met were delivered; the one missed is recorded
+                    if getattr(exc, "summary", None) is None:
+                        raise
+                    summary = exc.summary
                 rows = summary["budgets"] if "budgets" in summary else [_row(summary)]
+                missed = {m["budget"]: m["reason"] for m in summary.get("missed", [])}
+                by_budget = {r["budget"]: r for r in rows}
+                rows = [by_budget.get(b) or {"budget": b, "missed": missed.get(b, "not delivered")} for b in budgets]
             results = _results(args.work)
             results.setdefault(args.track, {}).setdefault("runs", {})[key] = {
                 "rows": rows, "seconds": round(time.perf_counter() - started, 1), "training": training}
@@ -387,9 +396,12 @@ def render(results: dict) -> str:
                 accs = [s["rows"][i]["accuracy"] for s in seeds if s["rows"][i].get("accuracy") is not None]
                 ratios = [s["rows"][i]["latency_ratio"] for s in seeds if s["rows"][i].get("latency_ratio")]
                 missed = [r for r in ratios if r > float(budget.rstrip("x"))]
+                lost = sum(1 for s in seeds if s["rows"][i].get("missed"))  # measured over after every re-search
                 table[(method, budget)] = accs
-                cells.append(f"{_mean_std(accs)} ({statistics.mean(ratios):.3f}{', missed ' + str(len(missed)) if missed else ''})"
-                             if accs else _unreachable_cell([s["rows"][i] for s in seeds]))
+                cells.append(f"{_mean_std(accs)} ({statistics.mean(ratios):.3f}{', missed ' + str(len(missed)) if missed else ''}"
+                             f"{', not delivered ' + str(lost) if lost else ''})" if accs else
+                             f"not delivered ({lost} of {len(seeds)})" if lost else
+                             _unreachable_cell([s["rows"][i] for s in seeds]))
             # slim and evolution search one supernet per seed: its training is counted in both
             seconds = statistics.mean(s["seconds"] + s["training"].get("supernet_seconds", 0) for s in seeds)
             lines.append(f"| {method} (n={len(seeds)}) | " + " | ".join(cells) + f" | {seconds / 60:.1f} min |")

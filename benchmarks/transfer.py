@@ -58,10 +58,13 @@ TRACKS = {
                  "train": 3000, "val": 1000, "pretrain_epochs": 4, "pretrain_lr": 0.05, "budgets": "0.35x,0.5x",
                  "align": 8, "lr": 0.01},  # align 4: the latency model misses (MAPE 11% vs 2%), floor 0.52x
     "lite0": {"spec": "slimdeploy.pretrained:efficientnet_lite0_10", "shape": (1, 3, 64, 64),
-              "data": "transfer:fashion_imagenet", "train": 1500, "val": 500, "pretrain_epochs": 1,
-              "pretrain_lr": 0.01, "budgets": "0.5x", "align": 8, "lr": 0.005},
+              "data": "transfer:fashion_imagenet", "train": 3000, "val": 1000, "pretrain_epochs": 6,
+              "pretrain_lr": 0.02, "budgets": "0.3x,0.5x", "align": 8, "lr": 0.005},
+    # lite0: 1 epoch on 1500 images left the target at 41 %, so the direct run's supernet epoch on the
+    # target was mostly more training of it; ~280 steps bring the pretrained network near its plateau
 }
 SEARCH = {"population": 8, "generations": 3, "parents": 4}
+RETRIES = 5  # re-searches after a measured miss: runs share a noisy 2-core machine
 INVARIANCE = {  # name: (blocks per stage, base channels, resolution)
     "base": (1, 16, 28), "width x0.5": (1, 8, 28), "width x2": (1, 32, 28), "depth 2": (2, 16, 28),
     "resolution 14": (1, 16, 14)}
@@ -203,13 +206,14 @@ def run_transfer(track: str, variant: str, seed: int, work: Path, say) -> dict:
     summary = compress(model, out, latency=cfg["budgets"], input_shape=cfg["shape"], say=clock.say,
                        data=cfg["data"], method="evolution", search_options={**SEARCH, "seed": seed},
                        align=cfg["align"], supernet_epochs=1, finetune_epochs=1, lr=cfg["lr"], seed=seed,
-                       threads=1, samples=24, db=str(work / "latency.sqlite"),
+                       threads=1, samples=24, db=str(work / "latency.sqlite"), retries=RETRIES,
                        proxy=PROXY if variant == "proxy" else None)
     wall = time.perf_counter() - started
     n_search = max(1, min(SEARCH_SPLIT_MAX, int(cfg["train"] * SEARCH_SPLIT)))
     budgets = {}
     candidates, images, macs_full, epochs = 0, cfg["train"] - n_search, None, 1
-    for row in summary["budgets"]:
+    rows = summary["budgets"] if "budgets" in summary else [{"budget": summary["budget"]["latency"], "folder": "."}]
+    for row in rows:  # one budget: compress returns that budget's report
         folder = out / row["folder"]
         report = json.loads((folder / "report.json").read_text())
         macs_full = macs_full or report["macs"]["original"]
