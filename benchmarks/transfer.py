@@ -10,9 +10,11 @@ Needs Fashion-MNIST (Debian package `dataset-fashion-mnist`); stops with that me
 EfficientNet-Lite0 from its ImageNet weights, new 10-class head, 64 px), once, shared by every
 seed. Per seed, `compress(target, method="evolution", latency=BUDGETS)` runs twice: *direct*
 (a supernet on the target, the search on it) and *proxy* (`proxy=PROXY`: the supernet and the
-search on the proxy, widths projected). Both deliver through the same pruning of the trained
-target, the same fine-tuning epochs and the same measured-latency check on ONNX Runtime (1 thread,
-one latency model, reused from one database). Recorded per run: search cost = wall seconds of
+search on the proxy, widths projected). Both get the same fine-tuning epochs and the same
+measured-latency check on ONNX Runtime (1 thread, one latency model, reused from one database), but
+not the same weights: *direct* extracts its models from the supernet it trained on the target (one
+more epoch on the target, sandwich-trained for narrow widths), *proxy* prunes the trained target, as
+`compress` does. On a pretrained target that difference, not the widths, decides the accuracy. Recorded per run: search cost = wall seconds of
 the shared-weight training (with the proxy's construction) plus every search, timed around the
 pipeline's own calls; training MACs = 3 (forward + backward) × sandwich size 4 × full-width MACs
 (the supernet masks, so every sub-network costs a full-width pass) × images × epochs; scoring MACs
