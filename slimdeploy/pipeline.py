@@ -126,15 +126,14 @@ def compress(model: str | nn.Module, out: str | os.PathLike, latency: str | list
                                 data=data, options=options, budget=budget, limits=limits,
                                 original=(original.median_ms, macs0, params0), supernet=supernet, say=say)
             try:
-                try:
-                    result, report = deliver(delivery, searcher, problem_for, target)
-                except BudgetUnreachable as exc:
-                    raise _unreachable(exc, budget, limits, original.median_ms) from None
-            except BudgetMissed as exc:  # several budgets: deliver the others, report this one
+                result, report = deliver(delivery, searcher, problem_for, target)
+            except (BudgetUnreachable, BudgetMissed) as exc:  # several budgets: deliver the others, report this one
+                error = _unreachable(exc, budget, limits, original.median_ms) \
+                    if isinstance(exc, BudgetUnreachable) else exc
                 if len(budgets) == 1:
-                    raise
-                say(f"budget {budget.latency.text} missed: {exc}")
-                missed.append({"budget": budget.label, "reason": str(exc)})
+                    raise error from None
+                say(f"budget {budget.latency.text} missed: {error}")
+                missed.append({"budget": budget.label, "reason": str(error)})
                 continue
             report.update(model=spec, options=options.to_json(), score={"kind": score_kind, "value": result.score})
             if config is not None:
@@ -150,7 +149,7 @@ def compress(model: str | nn.Module, out: str | os.PathLike, latency: str | list
             folders.append(target)
             searched.append((budget.label, result, limits["latency_ms"] / original.median_ms))
         if not reports:
-            raise BudgetMissed("no budget was met: " + "; ".join(f"{m['budget']}: {m['reason']}" for m in missed))
+            raise BudgetMissed("no budget was met: " + _listed(missed))
         front = None
         if supernet is not None:  # the accuracy–latency front the shared weights gave, every budget marked
             front = write_front(staging, [c for _, r, _ in searched for c in r.evaluated],
@@ -171,10 +170,14 @@ def compress(model: str | nn.Module, out: str | os.PathLike, latency: str | list
         measured.close()
     if missed:
         error = BudgetMissed(f"delivered {', '.join(r['budget']['latency'] for r in reports)} to {out}, but "
-                             + "; ".join(f"{m['budget']}: {m['reason']}" for m in missed))
+                             + _listed(missed))
         error.summary = summary
         raise error
     return reports[0] if len(budgets) == 1 else summary
+
+
+def _listed(missed: list[dict]) -> str:
+    return "; ".join(f"{m['budget']}: {m['reason']}" for m in missed)
 
 
 def check_floor(budgets: list[Budget], original_ms: float, macs0: int, params0: int, lowest: float,
