@@ -32,6 +32,7 @@ from .search import BudgetUnreachable, SearchProblem, SearchResult, Searcher
 
 
 SCREENED_SEARCHES = 3  # searches per allowed delivery when misses are found before fine-tuning (cheap)
+SETTLE_BATCHES = 20  # training batches that re-estimate BatchNorm statistics after fine-tuning
 
 
 @dataclass
@@ -83,6 +84,7 @@ def deliver(d: Delivery, searcher: Searcher, problem_for: Callable[[float], Sear
         delivered += 1
         pruned = _build(d, result)
         history = _finetune(pruned, d)
+        batchnorm = _settle(pruned, d)
         shutil.rmtree(folder, ignore_errors=True)
         save(pruned, folder)
         onnx_path = export_onnx(pruned, d.example, folder / "model.onnx")
@@ -117,7 +119,7 @@ def deliver(d: Delivery, searcher: Searcher, problem_for: Callable[[float], Sear
         counts={"original": d.original[1:], "compressed": count_macs_params(pruned, d.example)},
         accuracy=_accuracies(d.model, pruned, d.data), parity=parity, analysis=d.analysis,
         runtime=d.runtime, input_shape=list(d.example.shape), attempts=len(tried),
-        finetune={"epochs": d.options.train.finetune_epochs, "history": history})
+        finetune={"epochs": d.options.train.finetune_epochs, "history": history, "batchnorm": batchnorm})
     if d.runtime.compiled_suffix:
         report["verification_engine"] = engine.to_json()
     return result, report
@@ -197,6 +199,22 @@ def _finetune(pruned: nn.Module, d: Delivery) -> list[dict]:
 
     return finetune(pruned, d.data["train"], t.finetune_epochs, lr=t.lr, teacher=d.model, progress=step,
                     seed=t.seed)
+
+
+def _settle(pruned: nn.Module, d: Delivery) -> dict | None:
+    """Re-estimate the delivered model's BatchNorm statistics (kept only when held-out accuracy does not drop).
+
+    A short fine-tuning leaves low-momentum running statistics describing the parent: an
+    EfficientNet-Lite0 pruned to 0.5x scored 12 % after one epoch, 78 % with them re-estimated."""
+    if not d.data:
+        return None
+    from .train import settle_batchnorm
+
+    info = settle_batchnorm(pruned, d.data["train"], d.data["held_out"], SETTLE_BATCHES)
+    if info is not None:
+        d.say(f"BatchNorm statistics {info['batchnorm']} (search-split accuracy {100 * info['held_out_before']:.1f} % "
+              f"with the trained ones, {100 * info['held_out_after']:.1f} % re-estimated)")
+    return info
 
 
 def _accuracies(model: nn.Module, pruned: nn.Module, data: dict | None) -> dict | None:

@@ -69,6 +69,9 @@ def test_small_model_with_digits_data_meets_the_budget_and_reports_accuracy(digi
     assert acc["compressed"] > 0.85
     assert "recalibration" in report["score"]["kind"]
     assert report["finetune"]["epochs"] == 1 and report["finetune"]["history"]
+    settled = report["finetune"]["batchnorm"]  # statistics re-estimated after fine-tuning unless that scored worse
+    assert settled["batchnorm"] in ("re-estimated", "kept") and settled["held_out_after"] >= 0
+    assert (settled["held_out_after"] >= settled["held_out_before"]) == (settled["batchnorm"] == "re-estimated")
 
 
 def test_greedy_is_never_worse_than_uniform_on_the_estimated_score(digits_model):

@@ -17,6 +17,7 @@ from slimdeploy.train import (
     estimate_accuracy,
     finetune,
     recalibrate_batchnorm,
+    settle_batchnorm,
     train_classifier,
 )
 
@@ -269,3 +270,31 @@ def test_a_loop_restored_from_its_state_ends_with_the_weights_of_an_uninterrupte
     history = second.run()
     assert same(snapshot(whole), snapshot(resumed))
     assert [h["batches"] for h in history] == [23, 23]
+
+
+def test_settle_batchnorm_re_estimates_statistics_a_short_fine_tuning_left_behind_and_puts_back_worse_ones(
+        teacher, digits):
+    train_loader, val_loader = digits
+    model, _ = teacher
+    student = half_width(model)
+    for m in student.modules():  # TensorFlow-ported networks (EfficientNet-Lite) train BatchNorm at momentum 0.01
+        if isinstance(m, nn.BatchNorm2d):  # statistics of another network: a pruned parent's, shifted
+            m.momentum = 0.01
+            m.running_mean += m.running_var.sqrt()
+            m.running_var *= 4
+    finetune(student, train_loader, epochs=1, teacher=model, max_batches_per_epoch=10)
+    held_out = list(val_loader)
+    trained = accuracy(student, held_out)
+    info = settle_batchnorm(student, train_loader, held_out, max_batches=10)
+    assert info["batchnorm"] == "re-estimated" and info["held_out_before"] == pytest.approx(trained)
+    assert info["held_out_after"] == pytest.approx(accuracy(student, held_out))
+    assert info["held_out_after"] > trained + 0.2
+    assert not student.training and all(m.momentum == 0.01 for m in student.modules()
+                                        if isinstance(m, nn.BatchNorm2d))
+
+    state = snapshot(student)
+    shifted = [(x * 5 + 3, y) for (x, y), _ in zip(train_loader, range(5))]  # statistics of other data hurt
+    info = settle_batchnorm(student, shifted, held_out)
+    assert info["batchnorm"] == "kept" and info["held_out_after"] < info["held_out_before"]
+    assert same(state, snapshot(student))
+    assert settle_batchnorm(nn.Sequential(nn.Flatten(), nn.Linear(64, 10)), train_loader, held_out) is None

@@ -3,7 +3,8 @@
 A freshly pruned network keeps the BatchNorm running statistics of its parent, which no longer
 match the thinner layers; re-estimating them on a few training batches recovers most of the
 accuracy that can be had without gradient steps. `estimate_accuracy` does that on a copy and
-scores held-out batches, cheaply enough to rank many candidates in a width search.
+scores held-out batches, cheaply enough to rank many candidates in a width search;
+`settle_batchnorm` does it after fine-tuning, where low-momentum statistics lag the weights.
 
 Batches may be tensors or ``(inputs, labels, ...)`` tuples/lists; inputs are moved to the
 model's device. A model may return a tensor, a tuple/list (first element), an object with
@@ -77,6 +78,38 @@ def accuracy(model: nn.Module, loader_or_batches: Iterable[Batch], max_batches: 
     if total == 0:
         raise SlimdeployError("no labelled samples to measure accuracy on (empty loader?)")
     return correct / total
+
+
+def settle_batchnorm(model: nn.Module, batches: Iterable[Batch], held_out: Iterable[Batch],
+                     max_batches: int | None = 20) -> dict[str, Any] | None:
+    """After training, re-estimate BatchNorm statistics in place when that scores no worse on `held_out`.
+
+    Running statistics trail the weights by their momentum: after a short fine-tuning of a model
+    whose BatchNorm momentum is low (0.01 in TensorFlow-ported networks such as EfficientNet-Lite),
+    they still describe the unpruned parent, and the model collapses in eval mode although it
+    trained well. The statistics are re-estimated over up to `max_batches` of `batches` and kept
+    when held-out accuracy does not drop; otherwise the old ones are put back. Returns
+    {"batchnorm": "re-estimated" | "kept", "held_out_before", "held_out_after"}, or None for a
+    model without BatchNorm.
+    """
+    layers = [m for m in model.modules()
+              if isinstance(m, _BatchNorm) and m.track_running_stats and m.running_mean is not None]
+    if not layers:
+        return None
+    held_out = list(held_out)
+    saved = [(m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone()) for m in layers]
+    before = accuracy(model, held_out)
+    if recalibrate_batchnorm(model, batches, max_batches=max_batches) == 0:
+        return {"batchnorm": "kept", "held_out_before": before, "held_out_after": before}
+    after = accuracy(model, held_out)
+    if after < before:
+        with torch.no_grad():
+            for m, (mean, var, count) in zip(layers, saved):
+                m.running_mean.copy_(mean)
+                m.running_var.copy_(var)
+                m.num_batches_tracked.copy_(count)
+    return {"batchnorm": "re-estimated" if after >= before else "kept", "held_out_before": before,
+            "held_out_after": after}
 
 
 def count_correct(model: nn.Module, batches: Iterable[Batch]) -> tuple[int, int]:
