@@ -14,7 +14,9 @@ search on the proxy, widths projected). Both get the same fine-tuning epochs and
 measured-latency check on ONNX Runtime (1 thread, one latency model, reused from one database), but
 not the same weights: *direct* extracts its models from the supernet it trained on the target (one
 more epoch on the target, sandwich-trained for narrow widths), *proxy* prunes the trained target, as
-`compress` does. On a pretrained target that difference, not the widths, decides the accuracy. Recorded per run: search cost = wall seconds of
+`compress` does. On a pretrained target that difference can decide the accuracy, so the proxy run also
+delivers the direct run's widths (same seed) its own way (`pruned_accuracy`): the difference between
+the two is the widths' alone. Recorded per run: search cost = wall seconds of
 the shared-weight training (with the proxy's construction) plus every search, timed around the
 pipeline's own calls; training MACs = 3 (forward + backward) × sandwich size 4 × full-width MACs
 (the supernet masks, so every sub-network costs a full-width pass) × images × epochs; scoring MACs
@@ -192,7 +194,31 @@ class Clock:
 CLOCK: list = [None]
 
 
-def run_transfer(track: str, variant: str, seed: int, work: Path, say) -> dict:
+def pruned_accuracy(track: str, model, multipliers: dict, seed: int) -> float:
+    """Test accuracy of a width vector delivered as `compress --proxy` delivers: pruned from the trained
+    target, fine-tuned as compress fine-tunes (1 epoch, distillation, this seed), BatchNorm settled."""
+    import torch
+
+    from slimdeploy.analysis import analyse
+    from slimdeploy.delivery import SETTLE_BATCHES
+    from slimdeploy.prune import prune
+    from slimdeploy.scoring import scoring_data
+    from slimdeploy.space import Widths
+    from slimdeploy.train import accuracy, finetune, settle_batchnorm
+
+    cfg = TRACKS[track]
+    x = torch.randn(*cfg["shape"], generator=torch.Generator().manual_seed(seed))
+    analysis = analyse(model, x)
+    widths = Widths(analysis.space.fingerprint,
+                    {g.name: round(multipliers.get(g.name, 1.0) * g.width) for g in analysis.space})
+    pruned = prune(model, widths, x, analysis=analysis)
+    data = scoring_data(cfg["data"], cfg["shape"], 64, seed)
+    finetune(pruned, data["train"], 1, lr=cfg["lr"], teacher=model, seed=seed)
+    settle_batchnorm(pruned, data["train"], data["held_out"], SETTLE_BATCHES)
+    return accuracy(pruned, data["val"])
+
+
+def run_transfer(track: str, variant: str, seed: int, work: Path, say, direct: dict | None = None) -> dict:
     from slimdeploy.pipeline import compress
     from slimdeploy.scoring import SEARCH_SPLIT, SEARCH_SPLIT_MAX
 
@@ -226,6 +252,9 @@ def run_transfer(track: str, variant: str, seed: int, work: Path, say) -> dict:
         if variant == "proxy":
             t = json.loads((folder / "transfer.json").read_text())
             entry.update(projected=t["target_multipliers"], scale=t["global_scale"])
+            if direct and row["budget"] in direct["budgets"]:  # the direct search's widths, delivered the proxy's way
+                entry["direct_widths_pruned"] = pruned_accuracy(
+                    track, model, direct["budgets"][row["budget"]]["multipliers"], seed)
             candidates += t["proxy_search"]["candidates"]
             macs_full, images, epochs = t["proxy"]["macs"], t["proxy"]["train_images"], t["proxy"]["epochs"]
         else:
@@ -341,10 +370,12 @@ def transfer_tables(rows: list[dict]) -> str:
                     / max(proxy[s]["setup_seconds"] + proxy[s]["search_seconds"], 1e-9) for s in seeds]
             out.append(f"\nCost ratio direct / proxy: wall {mean_std(wall, 1)}×, training MACs "
                        f"{mean_std(ratio('training_macs'), 0)}×, scoring MACs {mean_std(ratio('scoring_macs'), 1)}×.\n")
-        out.append("| budget | direct: test acc % | proxy: test acc % | proxy − direct (points) | direct latency "
-                   "ratio | proxy latency ratio | proxy global scale | Spearman proxy vs direct | Spearman direct "
-                   "vs direct (seeds) |")
-        out.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+        same = any("direct_widths_pruned" in e for r in proxy.values() for e in r["budgets"].values())
+        out.append("| budget | direct: test acc % | proxy: test acc % | proxy − direct (points) | "
+                   + ("direct widths delivered as proxy: test acc % | proxy − that (points) | " if same else "")
+                   + "direct latency ratio | proxy latency ratio | proxy global scale | Spearman proxy vs direct | "
+                   "Spearman direct vs direct (seeds) |")
+        out.append("|---|---:|---:|---:|" + ("---:|---:|" if same else "") + "---:|---:|---:|---:|---:|")
         budgets = next(iter(mine))["budgets"].keys()
         for b in budgets:
             d = [direct[s]["budgets"][b] for s in sorted(direct)]
@@ -356,8 +387,13 @@ def transfer_tables(rows: list[dict]) -> str:
             floor = [spearman([direct[a]["budgets"][b]["multipliers"][g] for g in groups],
                               [direct[c]["budgets"][b]["multipliers"][g] for g in groups])
                      for i, a in enumerate(sorted(direct)) for c in sorted(direct)[i + 1:]]
+            cells = ""
+            if same:
+                pruned = [e["direct_widths_pruned"] for e in p if "direct_widths_pruned" in e]
+                gap = [e["accuracy"] - e["direct_widths_pruned"] for e in p if "direct_widths_pruned" in e]
+                cells = f"{mean_std(pruned, 2, 100)} | {mean_std(gap, 2, 100)} | "
             out.append(f"| {b} | {mean_std([e['accuracy'] for e in d], 2, 100)} | "
-                       f"{mean_std([e['accuracy'] for e in p], 2, 100)} | {mean_std(diff, 2, 100)} | "
+                       f"{mean_std([e['accuracy'] for e in p], 2, 100)} | {mean_std(diff, 2, 100)} | {cells}"
                        f"{mean_std([e['latency_ratio'] for e in d], 3)} | {mean_std([e['latency_ratio'] for e in p], 3)} | "
                        f"{mean_std([e['scale'] for e in p], 3)} | {mean_std(rho, 2)} "
                        f"({sum(r is None for r in rho)} undefined) | {mean_std(floor, 2)} "
@@ -440,7 +476,9 @@ def main(argv=None) -> int:
                 continue
             say(f"== {kind} {name} {variant or ''} seed {seed}")
             try:
-                row = run_transfer(name, variant, seed, work, say) if kind == "transfer" else \
+                direct = next((r for r in rows if (r.get("kind"), r.get("track"), r.get("variant"), r["seed"])
+                               == ("transfer", name, "direct", seed)), None)
+                row = run_transfer(name, variant, seed, work, say, direct) if kind == "transfer" else \
                     run_invariance(name, seed, say)
             except Exception:
                 traceback.print_exc()
