@@ -116,10 +116,12 @@ def _tp_global(model, x, ratio: float, align: int):
 
 
 def run_tp_global(track: dict, model, budgets, args, seed: int, workdir: Path) -> list[dict]:
-    """Per budget: the least global pruning ratio (0.05 grid) whose measured latency meets it; fine-tune, measure, score."""
+    """Per budget: the least global pruning ratio (0.05 grid) whose measured latency meets it; fine-tune (BatchNorm
+    statistics then re-estimated as `compress` does), measure, score."""
     from slimdeploy.inspection import count_macs_params
     from slimdeploy.runtimes import get_runtime
-    from slimdeploy.train import accuracy, finetune
+    from slimdeploy.delivery import SETTLE_BATCHES
+    from slimdeploy.train import accuracy, finetune, settle_batchnorm
 
     x = torch.randn(*track["shape"])
     rt = get_runtime("onnxruntime", {"threads": 1})
@@ -146,6 +148,7 @@ def run_tp_global(track: dict, model, budgets, args, seed: int, workdir: Path) -
         high = meeting[0]  # the least pruning that meets the budget
         best = _tp_global(model, x, high, track["align"])
         finetune(best, data["train"], args.epochs, lr=args.lr, teacher=model, seed=seed)
+        settle_batchnorm(best, data["train"], data["held_out"], SETTLE_BATCHES)  # as compress delivers
         final = rt.compare([original, rt.export(best, x, workdir / "delivered.onnx")], track["shape"], rounds=12)
         macs, params = count_macs_params(best, x)
         rows.append({"budget": budget, "latency_ratio": final.ratios[1], "accuracy": accuracy(best, data["val"]),
