@@ -118,9 +118,9 @@ def _tp_global(model, x, ratio: float, align: int):
 def run_tp_global(track: dict, model, budgets, args, seed: int, workdir: Path) -> list[dict]:
     """Per budget: the least global pruning ratio (0.05 grid) whose measured latency meets it; fine-tune (BatchNorm
     statistics then re-estimated as `compress` does), measure, score."""
+    from slimdeploy.delivery import SETTLE_BATCHES
     from slimdeploy.inspection import count_macs_params
     from slimdeploy.runtimes import get_runtime
-    from slimdeploy.delivery import SETTLE_BATCHES
     from slimdeploy.train import accuracy, finetune, settle_batchnorm
 
     x = torch.randn(*track["shape"])
