@@ -209,16 +209,16 @@ def _run(*args, timeout=900):
 
 
 def test_search_writes_widths_and_a_front_per_budget_and_resumes_without_rescoring(trained, tmp_path):
-    _, supernet_dir, _, _, _ = trained
+    _, supernet_dir, _, _, _ = trained  # budgets above this 16-px model's floor (0.70x-0.77x, mostly overhead)
     args = ["search", SMALL, "--input-shape", "1,3,16,16", "--supernet", str(supernet_dir), "--data", "digits",
-            "--method", "evolution", "--latency", "0.7x,0.9x", "--search-option", "population=8",
+            "--method", "evolution", "--latency", "0.85x,0.95x", "--search-option", "population=8",
             "--search-option", "generations=2", "--samples", "8", "--threads", "1", "--out", str(tmp_path / "s"),
             "--quiet"]
     done = _run(*args)
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout)
     out = tmp_path / "s"
-    assert {"widths-0.7x.json", "widths-0.9x.json", "front.json", "front.png", "search.json"} <= \
+    assert {"widths-0.85x.json", "widths-0.95x.json", "front.json", "front.png", "search.json"} <= \
         {p.name for p in out.iterdir()}
     assert (out / "front.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     front = json.loads((out / "front.json").read_text())
@@ -228,9 +228,9 @@ def test_search_writes_widths_and_a_front_per_budget_and_resumes_without_rescori
     pareto = [c for c in candidates if c["pareto"]]
     for c in pareto:  # nothing evaluated beats a front point on both score and latency
         assert not any(o["costs"]["latency"] < c["costs"]["latency"] and o["score"] > c["score"] for o in candidates)
-    for label, target in (("0.7x", 0.7), ("0.9x", 0.9)):
+    for label, target in (("0.85x", 0.85), ("0.95x", 0.95)):
         assert front["chosen"][label]["costs"]["latency"] <= target
-    assert front["chosen"]["0.9x"]["score"] >= front["chosen"]["0.7x"]["score"] - 0.02
+    assert front["chosen"]["0.95x"]["score"] >= front["chosen"]["0.85x"]["score"] - 0.02
 
     again = _run(*args, "--resume")
     assert again.returncode == 0, again.stderr
