@@ -500,6 +500,8 @@ def main(argv=None) -> None:
             p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
             p.add_argument("--budgets", help="comma-separated, default per track")
             p.add_argument("--samples", type=int, default=24, help="latency-model samples")
+            p.add_argument("--quiet", type=Path, help="a directory shared with other benchmark processes on this "
+                           "machine: each latency measurement pauses them (benchmarks/quiet.py)")
         if name == "ranking":
             p.add_argument("--samples", type=int, default=10)
             p.add_argument("--macs-low", type=float, default=0.3)
@@ -512,6 +514,9 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     args.work.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(1)
+    if getattr(args, "quiet", None):
+        from quiet import measure_alone
+        measure_alone(args.quiet)
     args.func(args)
 
 
