@@ -63,12 +63,26 @@ class GraphGroup:
     handler: object
 
 
+def _moved_to(value, device: torch.device):
+    """`value` (tensors, possibly nested in tuples, lists and dicts) with every tensor on `device`."""
+    if isinstance(value, torch.Tensor):
+        return value.to(device)
+    if isinstance(value, (tuple, list)):
+        return type(value)(_moved_to(v, device) for v in value)
+    if isinstance(value, dict):
+        return {k: _moved_to(v, device) for k, v in value.items()}
+    return value
+
+
 def build_graph(module: nn.Module, inputs: tuple) -> tp.DependencyGraph:
     """Trace `module` on `inputs` (positional arguments) into a torch-pruning DependencyGraph.
 
     Modules with an adapter layer rule are traced as single layers pruned by that rule.
     """
     rules = adapters.layer_rules(module)
+    first = next(module.parameters(), None)
+    if first is not None:  # the analysis may have been traced on the CPU and the model moved to CUDA since
+        inputs = _moved_to(inputs, first.device)
     adapters.clear_caches(module)  # a cached tensor computed without gradient would hide its parameters
     try:
         with torch.enable_grad(), adapters.opaque(module, list(rules)):

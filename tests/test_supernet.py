@@ -237,3 +237,12 @@ def test_search_writes_widths_and_a_front_per_budget_and_resumes_without_rescori
     assert json.loads(again.stdout)["chosen"] == summary["chosen"]
     refused = _run(*args)
     assert refused.returncode == 2 and "pass --resume" in refused.stderr
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available here (tests/test_cuda.py trains there)")
+def test_training_on_cuda_without_cuda_is_one_line_and_writes_nothing(tmp_path):
+    done = subprocess.run(_train_cli(tmp_path / "gpu", "--device", "cuda"), capture_output=True, text=True,
+                          env=QUIET_ENV, timeout=300)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert "CUDA is not available here" in done.stderr and "use --device cpu" in done.stderr
+    assert not (tmp_path / "gpu").exists()

@@ -29,6 +29,8 @@ def register(sub) -> None:
                    help="how each group's channels are ranked (width k keeps the k first)")
     t.add_argument("--align", type=int, default=8)
     t.add_argument("--min-width", type=float, default=None, help="narrowest width, as a fraction (default 0.2)")
+    t.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
+                   help="train on the CPU (default) or on CUDA (under torchrun: one GPU per process, nccl)")
     t.add_argument("--out", required=True, help="directory for supernet.json, weights.pt, checkpoint.pt")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     t.add_argument("--quiet", action="store_true")
@@ -48,7 +50,10 @@ def run_train(args) -> int:
                               checkpoint_every=args.checkpoint_every)
     config.check()
     out = Path(args.out)
-    distributed = dist.init_from_env()
+    device = dist.resolve_device(args.device)
+    if device.type == "cuda":
+        dist.deterministic_cuda()  # a resumed run must end with an uninterrupted run's weights
+    distributed = dist.init_from_env(device)
     if dist.is_main():
         prepare_dir(out, args.resume)  # fail before the model and data are loaded
     dist.barrier()
@@ -59,12 +64,13 @@ def run_train(args) -> int:
     if not 0 < min_fraction <= 1:
         raise SlimdeployError(f"--min-width must be in (0, 1], got {min_fraction}")
     supernet = Supernet(model, example, analysis, importance=args.importance, align=args.align,
-                        min_fraction=min_fraction)
+                        min_fraction=min_fraction).to(device)
     data = scoring_data(args.data, tuple(example.shape), args.batch_size, args.seed)
     say(f"training a supernet of {args.model} ({len(analysis.space)} groups) on {data['info']['name']} for "
-        f"{args.epochs} epoch(s){f' on {dist.world_size()} processes' if distributed else ''}")
+        f"{args.epochs} epoch(s){f' on {dist.world_size()} processes' if distributed else ''}"
+        f"{' on ' + str(device) if device.type != 'cpu' else ''}")
     result = train_supernet(supernet, data["train_set"], config, out=out, resume=args.resume,
-                            teacher=model if args.teacher_weight > 0 else None, say=say)
+                            teacher=model.to(device) if args.teacher_weight > 0 else None, say=say)
     if dist.is_main():
         accuracy = {}
         for label, widths in (("largest", supernet.largest()), ("smallest", supernet.smallest())):

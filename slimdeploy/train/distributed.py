@@ -1,7 +1,8 @@
 """DistributedDataParallel helpers: one code path for one process and for `torchrun`.
 
 Under torchrun (WORLD_SIZE > 1 in the environment) `init_from_env` starts the process group
-(gloo on CPU, nccl on CUDA); every helper here is a no-op in a single process. Ranks sample the
+(gloo for a CPU run, nccl for a CUDA one: the backend follows the device the work runs on, not what
+the machine has); every helper here is a no-op in a single process. Ranks sample the
 same widths because their generators are seeded alike; BatchNorm statistics recalibrated on
 each rank's shard are averaged; only rank 0 writes files.
 """
@@ -14,6 +15,8 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 from torch.nn.modules.batchnorm import _BatchNorm
+
+from ..errors import SlimdeployError
 
 
 def active() -> bool:
@@ -32,15 +35,48 @@ def is_main() -> bool:
     return rank() == 0
 
 
-def init_from_env() -> bool:
-    """Start the process group when launched by torchrun; True when running distributed."""
+def resolve_device(name: str = "cpu") -> torch.device:
+    """The device this process trains on: ``cpu``, or ``cuda`` (under torchrun, the GPU of its local rank)."""
+    if name == "cpu":
+        return torch.device("cpu")
+    if name != "cuda":
+        raise SlimdeployError(f"--device must be cpu or cuda, got {name!r}")
+    if not torch.cuda.is_available():
+        raise SlimdeployError("--device cuda: CUDA is not available here (no GPU, or a CPU-only PyTorch); "
+                              "use --device cpu")
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if local >= torch.cuda.device_count():
+        raise SlimdeployError(f"--device cuda: torchrun started more processes on this machine than it has GPUs "
+                              f"({torch.cuda.device_count()}); start one per GPU (--nproc_per_node "
+                              f"{torch.cuda.device_count()}) or use --device cpu")
+    return torch.device("cuda", local)
+
+
+def deterministic_cuda() -> None:
+    """Make CUDA kernels reproducible (cuDNN's deterministic algorithms, cuBLAS's fixed workspace).
+
+    Call before the first CUDA operation. Without it, atomics in convolution backward passes make two
+    runs of the same seed drift apart, and a resumed run cannot end with an uninterrupted run's weights.
+    """
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def init_from_env(device: torch.device | str = "cpu") -> bool:
+    """Start the process group when launched by torchrun; True when running distributed.
+
+    The backend follows `device`: nccl when this process works on a GPU, gloo on the CPU (also on
+    a machine that has GPUs: nccl cannot reduce CPU tensors).
+    """
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or not dist.is_available():
         return False
     if not dist.is_initialized():
-        cuda = torch.cuda.is_available()
-        if cuda:
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-        dist.init_process_group("nccl" if cuda else "gloo")
+        device = torch.device(device)
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return True
 
 
@@ -79,9 +115,14 @@ def all_sum(values: list[float]) -> list[float]:
     """Element-wise sum of a list of numbers over ranks (the list itself in one process)."""
     if not active():
         return list(values)
-    t = torch.tensor(values, dtype=torch.float64)
+    t = torch.tensor(values, dtype=torch.float64, device=_collective_device())
     dist.all_reduce(t)
     return t.tolist()
+
+
+def _collective_device() -> torch.device:
+    """Where a tensor made for a collective must live: nccl reduces GPU tensors only."""
+    return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
 
 
 def checksum(model: nn.Module) -> str:
