@@ -15,6 +15,9 @@ methods get `--supernet-epochs` of supernet training plus the rest as fine-tunin
 model (the supernet is trained once for all budgets). Latency is ONNX Runtime, 1 thread, measured
 interleaved against the original; `compress` re-searches when a delivered model measures over.
 Results accumulate in WORK/results.json (a killed run loses at most the method it was running).
+Two runs may share a 2-core machine, each pinned to a core (`taskset -c N`), with `--quiet DIR` on both:
+every latency measurement then pauses the other run (benchmarks/quiet.py), so training runs side by side
+and timing runs alone.
 """
 from __future__ import annotations
 

@@ -27,6 +27,12 @@ from slimdeploy.errors import SlimdeployError
 Batch = Any  # a Tensor, or a (inputs, labels, ...) tuple/list
 
 
+def _tracking_batchnorms(model: nn.Module) -> list[_BatchNorm]:
+    """The BatchNorm layers of `model` that keep running statistics."""
+    return [m for m in model.modules()
+            if isinstance(m, _BatchNorm) and m.track_running_stats and m.running_mean is not None]
+
+
 def recalibrate_batchnorm(model: nn.Module, batches: Iterable[Batch], max_batches: int | None = 5) -> int:
     """Re-estimate every BatchNorm's running mean/var from `batches`; returns how many were used.
 
@@ -36,8 +42,7 @@ def recalibrate_batchnorm(model: nn.Module, batches: Iterable[Batch], max_batche
     each module's momentum and train/eval flag are what they were. Batches of one sample are
     skipped (BatchNorm cannot train on them). With no usable batch, nothing is changed.
     """
-    layers = [m for m in model.modules()
-              if isinstance(m, _BatchNorm) and m.track_running_stats and m.running_mean is not None]
+    layers = _tracking_batchnorms(model)
     if not layers or (max_batches is not None and max_batches <= 0):
         return 0
     modes = {m: m.training for m in model.modules()}
@@ -92,8 +97,7 @@ def settle_batchnorm(model: nn.Module, batches: Iterable[Batch], held_out: Itera
     {"batchnorm": "re-estimated" | "kept", "held_out_before", "held_out_after"}, or None for a
     model without BatchNorm.
     """
-    layers = [m for m in model.modules()
-              if isinstance(m, _BatchNorm) and m.track_running_stats and m.running_mean is not None]
+    layers = _tracking_batchnorms(model)
     if not layers:
         return None
     held_out = list(held_out)
