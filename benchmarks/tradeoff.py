@@ -26,6 +26,7 @@ import copy
 import json
 import os
 import random
+import re
 import statistics
 import sys
 import time
@@ -404,10 +405,14 @@ def render(results: dict) -> str:
                 missed = [r for r in ratios if r > float(budget.rstrip("x"))]
                 lost = sum(1 for s in seeds if s["rows"][i].get("missed"))  # measured over after every re-search
                 table[(method, budget)] = accs
-                cells.append(f"{_mean_std(accs)} ({statistics.mean(ratios):.3f}{', missed ' + str(len(missed)) if missed else ''}"
-                             f"{', not delivered ' + str(lost) if lost else ''})" if accs else
-                             f"not delivered ({lost} of {len(seeds)})" if lost else
-                             _unreachable_cell([s["rows"][i] for s in seeds]))
+                if accs:
+                    cells.append(f"{_mean_std(accs)} ({statistics.mean(ratios):.3f}"
+                                 f"{', missed ' + str(len(missed)) if missed else ''}"
+                                 f"{', not delivered ' + str(lost) if lost else ''})")
+                else:
+                    cells.append(_below_floor([s["rows"][i] for s in seeds]) or
+                                 (f"not delivered ({lost} of {len(seeds)})" if lost else
+                                  _unreachable_cell([s["rows"][i] for s in seeds])))
             # slim and evolution search one supernet per seed: its training is counted in both
             seconds = statistics.mean(s["seconds"] + s["training"].get("supernet_seconds", 0) for s in seeds)
             lines.append(f"| {method} (n={len(seeds)}) | " + " | ".join(cells) + f" | {seconds / 60:.1f} min |")
@@ -444,6 +449,15 @@ def render(results: dict) -> str:
 def _unreachable_cell(rows: list[dict]) -> str:
     lowest = [r["lowest_ratio"] for r in rows if r.get("lowest_ratio")]
     return f"unreachable (lowest measured {min(lowest):.3f}x)" if lowest else "unreachable"
+
+
+def _below_floor(rows: list[dict]) -> str | None:
+    """The cell for a budget every seed's search found below the model's floor (compress's own refusal)."""
+    floors = [re.search(r"the lowest latency the search reached is ([0-9.]+)x", r.get("missed") or "") for r in rows]
+    if not rows or not all(floors):
+        return None
+    low, high = (f"{v:.2f}x" for v in (min(float(m.group(1)) for m in floors), max(float(m.group(1)) for m in floors)))
+    return f"unreachable: the search's floor is {low if low == high else low + '–' + high} ({len(rows)} of {len(rows)})"
 
 
 def _training_line(runs: dict) -> str:

@@ -79,6 +79,8 @@ def test_supernet_trains_on_cuda_and_a_killed_run_resumes_to_the_uninterrupted_w
         time.sleep(0.05)
     killed.send_signal(signal.SIGKILL)
     killed.wait()
+    state = torch.load(checkpoint, weights_only=True, map_location="cpu")["loop"]
+    assert state["step"] >= 15 and not (tmp_path / "killed" / "supernet.json").exists()  # killed mid-run
     resumed = subprocess.run(_train(tmp_path / "killed", "--device", "cuda", "--resume"), capture_output=True,
                              text=True, env=ENV, timeout=600)
     assert resumed.returncode == 0, resumed.stderr
