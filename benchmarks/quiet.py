@@ -29,7 +29,8 @@ class _Alone:
         self.depth = 0
         self.lock_file = None
         self.stopped: list[int] = []
-        self.paused_s = 0.0
+        self.paused_s = 0.0  # time spent measuring alone (the others stopped), reported at exit
+        self.measurements = 0
 
     def others(self) -> list[int]:
         pids = []
@@ -70,6 +71,7 @@ class _Alone:
                     pass
             self.stopped = []
             self.paused_s += time.perf_counter() - self.started
+            self.measurements += 1
             fcntl.flock(self.lock_file, fcntl.LOCK_UN)
             self.lock_file.close()
         return False
@@ -85,6 +87,9 @@ def measure_alone(directory: str | os.PathLike) -> _Alone:
     mine = directory / f"{os.getpid()}.pid"
     mine.write_text(" ".join(sys.argv))
     atexit.register(mine.unlink, missing_ok=True)
+    atexit.register(lambda: alone.measurements and print(
+        f"[quiet] measured alone {alone.measurements} time(s), the others stopped for {alone.paused_s:.0f} s in all",
+        file=sys.stderr))
 
     for name in ("measure", "compare"):
         original = getattr(measure_module, name)

@@ -4,6 +4,7 @@
     python benchmarks/tradeoff.py run --track resnet20 --seeds 0 1 2  # every method x seed, resumable
     python benchmarks/tradeoff.py ranking --track resnet20            # Kendall tau, supernet vs stand-alone
     python benchmarks/tradeoff.py costs --track resnet20              # step time and evaluations per minute
+    python benchmarks/tradeoff.py refit --track resnet20              # evolution's widths fine-tuned like uniform
     python benchmarks/tradeoff.py render                              # tables -> RESULTS.md
 
 Tracks: a CIFAR-style ResNet-20 trained from scratch on Fashion-MNIST (10k training images, 28 px),
@@ -307,6 +308,46 @@ def cmd_ranking(args) -> None:
     log(f"ranking {args.track}: {out['tau']}")
 
 
+def cmd_refit(args) -> None:
+    """A supernet method's delivered widths, pruned from the original and fine-tuned like uniform (`--epochs`).
+
+    Separates the widths a search found from its epoch split: at equal training epochs each supernet
+    delivery gets `epochs - supernet_epochs` of fine-tuning, uniform all of them. Not an equal-budget
+    comparison (the search's supernet epochs come on top); a diagnostic of where the gap comes from."""
+    from slimdeploy.analysis import analyse
+    from slimdeploy.delivery import SETTLE_BATCHES
+    from slimdeploy.prune import prune
+    from slimdeploy.space import Widths
+    from slimdeploy.train import accuracy, finetune, settle_batchnorm
+
+    track = TRACKS[args.track]
+    model = load_original(args.work, args.track)
+    x = torch.randn(*track["shape"])
+    analysis = analyse(model, x)
+    for budget in (args.budgets or track["budgets"]).split(","):
+        for seed in args.seeds:
+            key = f"{args.method}/{seed}/{budget}"
+            if key in _results(args.work).get(args.track, {}).get("refit", {}):
+                continue
+            report_path = args.work / args.track / args.method / str(seed) / "out" / budget / "report.json"
+            if not report_path.exists():
+                log(f"refit {key}: no delivery at {report_path}")
+                continue
+            report = json.loads(report_path.read_text())
+            data = _data(track, seed=seed)  # as compress drew it for this seed
+            started = time.perf_counter()
+            student = prune(model, Widths.from_json(report["widths"]), x, analysis=analysis)
+            finetune(student, data["train"], args.epochs, lr=args.lr, teacher=model, seed=seed)
+            settle_batchnorm(student, data["train"], data["held_out"], SETTLE_BATCHES)
+            row = {"accuracy": accuracy(student, data["val"]), "delivered": report["accuracy"]["compressed"],
+                   "latency_ratio": report["latency_ms"]["ratio"], "epochs": args.epochs,
+                   "seconds": round(time.perf_counter() - started, 1)}
+            results = _results(args.work)
+            results.setdefault(args.track, {}).setdefault("refit", {})[key] = row
+            _save(args.work, results)
+            log(f"refit {key}: {row}")
+
+
 def _step_time(fn, repeats: int) -> float:
     times = []
     for _ in range(repeats):
@@ -417,13 +458,15 @@ def render(results: dict) -> str:
             seconds = statistics.mean(s["seconds"] + s["training"].get("supernet_seconds", 0) for s in seeds)
             lines.append(f"| {method} (n={len(seeds)}) | " + " | ".join(cells) + f" | {seconds / 60:.1f} min |")
         lines += ["", _goal_lines(table, budgets, original.get("accuracy")), ""]
+        if track.get("refit"):
+            lines += [_refit_line(track["refit"], table), ""]
         if track.get("note"):  # what the run itself cannot say (conditions, what is missing)
             lines += [track["note"], ""]
         if "ranking" in track:
             r = track["ranking"]
             taus = r["tau"]["supernet"]
             lines += [f"Ranking ({len(r['standalone'])} random widths at {r['macs_range'][0]:.2f}–{r['macs_range'][1]:.2f} of "
-                      f"the original's MACs; stand-alone = pruned original fine-tuned {r['epochs']} epochs, test "
+                      f"the original's MACs; stand-alone = pruned original fine-tuned {r['epochs']} epoch(s), test "
                       f"accuracy): Kendall τ supernet ({r['supernet_epochs']} epochs) vs stand-alone "
                       f"{statistics.mean(taus):.2f} ± {statistics.stdev(taus) if len(taus) > 1 else 0:.2f} over "
                       f"{len(taus)} supernet seeds; BN-recalibrated original (today's greedy score) vs stand-alone "
@@ -431,7 +474,7 @@ def render(results: dict) -> str:
         if "costs" in track:
             c = track["costs"]
             s = c["step_seconds"]
-            lines += [f"Cost (batch {c['batch_size']}, {c['threads']} torch threads): plain training step "
+            lines += [f"Cost (batch {c['batch_size']}, {c['threads']} torch thread(s)): plain training step "
                       f"{1000 * s['plain']:.0f} ms; supernet sandwich step (4 networks, masking) "
                       f"{1000 * s['sandwich']:.0f} ms = {s['sandwich'] / s['plain']:.2f}× plain; slicing's lower bound "
                       f"(the 4 sub-networks physically pruned) {1000 * s['slicing_bound']:.0f} ms = "
@@ -444,6 +487,24 @@ def render(results: dict) -> str:
         names = ", ".join(f"{n} ({TRACKS[n]['spec']})" for n in missing)
         lines += [f"Not run yet: {names}.", ""]
     return "\n".join(lines)
+
+
+def _refit_line(refit: dict, table: dict) -> str:
+    """`refit`'s rows per method and budget, beside what the method delivered and what uniform did."""
+    grouped: dict[tuple[str, str], list[dict]] = {}
+    for key, row in refit.items():
+        method, _, budget = key.split("/")
+        grouped.setdefault((method, budget), []).append(row)
+    parts = []
+    for (method, budget), rows in sorted(grouped.items(), key=lambda item: (item[0][0], -float(item[0][1][:-1]))):
+        uniform = table.get(("uniform", budget))
+        beside = f"as delivered {_mean_std([r['delivered'] for r in rows])}" + \
+            (f", uniform {_mean_std(uniform)}" if uniform else "")
+        parts.append(f"{method} at {budget}: {_mean_std([r['accuracy'] for r in rows])} (n={len(rows)}; {beside})")
+    epochs = sorted({r["epochs"] for r in refit.values()})
+    return (f"Widths apart from the epoch split (`refit`: the delivered widths pruned from the original and fine-tuned "
+            f"{'/'.join(map(str, epochs))} epochs as uniform is; a diagnostic, not an equal training budget, since the "
+            f"supernet's epochs come on top): " + "; ".join(parts) + ".")
 
 
 def _unreachable_cell(rows: list[dict]) -> str:
@@ -502,20 +563,23 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command_name", required=True)
     for name, fn in (("original", cmd_original), ("run", cmd_run), ("ranking", cmd_ranking), ("costs", cmd_costs),
-                     ("render", cmd_render)):
+                     ("refit", cmd_refit), ("render", cmd_render)):
         p = sub.add_parser(name)
         p.set_defaults(func=fn)
         p.add_argument("--work", type=Path, default=Path("/tmp/slimdeploy-tradeoff"))
         if name != "render":
             p.add_argument("--track", choices=sorted(TRACKS), default="resnet20")
-        if name in ("run", "ranking"):
+        if name in ("run", "ranking", "refit"):
             p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
             p.add_argument("--epochs", type=int, default=3, help="training epochs after the original, every method")
             p.add_argument("--supernet-epochs", type=int, default=2)
             p.add_argument("--lr", type=float, default=0.01)
+        if name in ("run", "refit"):
+            p.add_argument("--budgets", help="comma-separated, default per track")
+        if name == "refit":
+            p.add_argument("--method", default="evolution", choices=("slim", "evolution"))
         if name == "run":
             p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
-            p.add_argument("--budgets", help="comma-separated, default per track")
             p.add_argument("--samples", type=int, default=24, help="latency-model samples")
             p.add_argument("--quiet", type=Path, help="a directory shared with other benchmark processes on this "
                            "machine: each latency measurement pauses them (benchmarks/quiet.py)")

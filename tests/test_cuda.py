@@ -89,11 +89,12 @@ def test_supernet_trains_on_cuda_and_a_killed_run_resumes_to_the_uninterrupted_w
     assert worst == 0.0, f"resumed weights differ from the uninterrupted run's by up to {worst}"
 
 
-def test_torchrun_on_a_gpu_machine_trains_on_the_cpu_with_gloo_unless_told_cuda(tmp_path):
+def test_torchrun_on_a_gpu_machine_trains_a_cpu_supernet_with_gloo(tmp_path):
     done = subprocess.run(_train(tmp_path / "cpu", nproc=2), capture_output=True, text=True, env=ENV, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads(done.stdout[done.stdout.index("{"):])
-    assert summary["world_size"] == 2 and summary["checksums"][0] == summary["checksums"][1]
+    assert summary["world_size"] == 2 and summary["backend"] == "gloo"
+    assert summary["checksums"][0] == summary["checksums"][1]
 
 
 def test_more_torchrun_processes_than_gpus_is_one_clear_line(tmp_path):

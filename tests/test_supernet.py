@@ -186,7 +186,7 @@ def test_two_torchrun_processes_end_with_identical_weights_and_a_falling_loss(tm
     done = subprocess.run(command, capture_output=True, text=True, env=QUIET_ENV, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads(done.stdout[done.stdout.index("{"):])
-    assert summary["world_size"] == 2 and len(summary["checksums"]) == 2
+    assert summary["world_size"] == 2 and summary["backend"] == "gloo" and len(summary["checksums"]) == 2
     assert summary["checksums"][0] == summary["checksums"][1]
     assert summary["loss"][1] < summary["loss"][0]
     manifest = json.loads((tmp_path / "ddp" / "supernet.json").read_text())

@@ -80,5 +80,6 @@ def run_train(args) -> int:
         print(json.dumps({"out": str(out), "steps": result["steps"], "epochs": len(result["history"]),
                           "loss": [round(h["loss"], 4) for h in result["history"]],
                           "validation_accuracy": accuracy, "checksums": result["checksums"],
-                          "world_size": result["world_size"], "seconds": result["seconds"]}, indent=2))
+                          "world_size": result["world_size"], "backend": dist.backend(),
+                          "seconds": result["seconds"]}, indent=2))
     return 0

@@ -199,8 +199,7 @@ class Supernet(nn.Module):
                 with self.active(keep=keep):
                     self.recalibrate(calibration)
             indices = {name: torch.nonzero(k).flatten() for name, k in keep.items()}
-            example = self.example.to(next(self.model.parameters()).device)  # the supernet may have moved
-            pruned = prune(self.model, target, example, importance=KeepChannels(indices),
+            pruned = prune(self.model, target, self.example, importance=KeepChannels(indices),
                            analysis=self.analysis)
         return pruned.eval()
 

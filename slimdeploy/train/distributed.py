@@ -31,6 +31,11 @@ def world_size() -> int:
     return dist.get_world_size() if active() else 1
 
 
+def backend() -> str | None:
+    """The process group's backend (gloo or nccl), None when not running distributed."""
+    return dist.get_backend() if active() else None
+
+
 def is_main() -> bool:
     return rank() == 0
 
