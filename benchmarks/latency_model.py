@@ -7,6 +7,7 @@
     python benchmarks/latency_model.py --models slimdeploy.models:cifar_resnet20@28 --align 4 --no-write  # off-block
     python benchmarks/latency_model.py --set dev --db-dir /tmp/lm-db --json /tmp/lm-refit.json --no-write  # re-fit
     python benchmarks/latency_model.py --from-json /tmp/lm-dev.json,/tmp/lm-eval.json   # re-render RESULTS.md only
+    python benchmarks/latency_model.py --from-json /tmp/lm-refit.json --costs-from /tmp/lm-dev.json  # re-fit, costs of the measuring run
 
 Two sets of models: `dev`, the models the latency model was designed on (ResNet-18, MobileNetV2,
 EfficientNet-Lite0 at 224 px, ResNet-18 at a small input), and `eval`, models across families that
@@ -131,6 +132,10 @@ def render(rows: list[dict], note: str = "") -> str:
     warned = [f"{r['model']}@{r['size']} {r['threads']}t" for r in rows if r["validation"].get("noise_warning")]
     if warned:
         lines += ["", "Noise makes ±5% unmeasurable (σ > 5%/1.96) for: " + ", ".join(warned) + "."]
+    chosen = [f"{r['model']}@{r['size']} {r['threads']}t: {r['validation']['features']}" for r in rows
+              if r["validation"].get("features")]
+    if chosen:
+        lines += ["", "Without node times, the feature set cross-validation chose: " + "; ".join(chosen) + "."]
     flat = [f"{r['model']}: {', '.join(r['groups_saving_nothing'])}" for r in rows if r["groups_saving_nothing"]]
     if flat:
         lines += ["", "Groups where the fitted staircase says pruning saves < 0.5% of the latency: " + "; ".join(flat)]
@@ -142,6 +147,13 @@ def render(rows: list[dict], note: str = "") -> str:
 def _read(paths: str) -> list[dict]:
     return [json.loads(line) for p in paths.split(",") if Path(p).exists()
             for line in Path(p).read_text().splitlines() if line.strip()]
+
+
+def _with_costs(rows: list[dict], measuring: list[dict]) -> list[dict]:
+    """Rows re-fitted on a kept database (which measured nothing) with the measuring run's costs."""
+    costs = {(r.get("item"), r["threads"], r.get("runtime", "onnxruntime")): r["cost"] for r in measuring}
+    return [{**r, "cost": costs.get((r.get("item"), r["threads"], r.get("runtime", "onnxruntime")), r["cost"])}
+            for r in rows]
 
 
 def section(rows: list[dict]) -> str:
@@ -165,12 +177,16 @@ def main() -> None:
                                          "then re-fits on the stored figures without measuring: how a change to "
                                          "the latency model is tried on the development set")
     parser.add_argument("--from-json", help="render RESULTS.md from earlier runs' JSON only (comma-separated)")
+    parser.add_argument("--costs-from", help="with --from-json: take the measured count and minutes from these "
+                                             "runs' rows (comma-separated), for rows re-fitted on a kept database")
     parser.add_argument("--no-write", action="store_true", help="print the table, leave RESULTS.md alone")
     parser.add_argument("--note", default="", help="text added under the table, or @FILE for a file's text")
     args = parser.parse_args()
     args.note = reading_text(args.note)
     if args.from_json:
         rows = _read(args.from_json)
+        if args.costs_from:
+            rows = _with_costs(rows, _read(args.costs_from))
     else:
         items = args.models or SETS[args.set or "dev"]
         rows = _read(args.json)

@@ -23,6 +23,15 @@ from .space import Widths
 class _Layer:
     weight: str
     uses: int  # output positions each weight element is multiplied at (batch × spatial or tokens)
+    kind: str = "conv"  # conv, conv1x1, grouped, depthwise, linear: kernels that run at different speeds
+
+
+def _kind(module: nn.Module) -> str:
+    if isinstance(module, nn.Linear):
+        return "linear"
+    if module.groups > 1:
+        return "depthwise" if module.groups == module.in_channels else "grouped"
+    return "conv1x1" if all(k == 1 for k in module.kernel_size) else "conv"
 
 
 @dataclass(frozen=True)
@@ -50,7 +59,7 @@ class CostModel:
 
         def conv_or_linear(module, args, output):
             outputs = module.out_channels if isinstance(module, nn.modules.conv._ConvNd) else module.out_features
-            layers.append(_Layer(f"{names[module]}.weight", output.numel() // outputs))
+            layers.append(_Layer(f"{names[module]}.weight", output.numel() // outputs, _kind(module)))
 
         def mha(module, args, output):
             q, k = args[0], args[1]
@@ -96,3 +105,70 @@ class CostModel:
             e = kept.get((a.weight, 1), a.embed)
             macs += a.batch * (2 * a.lq * e * e + 2 * a.lk * e * e + 2 * a.lq * a.lk * e)
         return int(macs), sum(size(p) for p in shapes)
+
+    def macs_polynomials(self, check: list[Mapping[str, int]]) -> dict[str, list] | None:
+        """MACs per layer kind as polynomials in the group widths: kind → [[group names], coefficient]
+        terms (a product of the named widths times the coefficient; [] is the constant).
+
+        Every sliced dimension keeps a linear function of the widths, so a layer's MACs are a
+        product of such functions. A latency model without node times uses these (`latency.predictor`)
+        and needs no torch to evaluate them. None when a group owns positions unevenly (the
+        functions are then not linear) or when the polynomials miss `counts` at a `check` width."""
+        kept = self._kept_forms()
+        if kept is None:
+            return None
+        shapes = self.channel_map.shapes
+        polys: dict[str, dict[tuple[str, ...], float]] = {}
+        for layer in self.layers:
+            poly = {(): float(layer.uses)}
+            for d, n in enumerate(shapes[layer.weight]):
+                poly = _times(poly, kept.get((layer.weight, d), {(): float(n)}))
+            polys[layer.kind] = _plus(polys.get(layer.kind, {}), poly)
+        for a in self.attention:
+            e = kept.get((a.weight, 1), {(): float(a.embed)})
+            square = _times(e, e)
+            poly = _plus(_times(square, {(): 2.0 * a.batch * (a.lq + a.lk)}), _times(e, {(): 2.0 * a.batch * a.lq * a.lk}))
+            polys["attention"] = _plus(polys.get("attention", {}), poly)
+        full = {name: entry.width for name, entry in self.channel_map.groups.items()}
+        for widths in check:
+            total = sum(_value(p, {**full, **widths}) for p in polys.values())
+            if abs(total - self.counts(widths)[0]) > 1e-6 * max(total, 1.0):
+                return None
+        return {kind: [[list(names), c] for names, c in p.items() if c] for kind, p in polys.items()}
+
+    def _kept_forms(self) -> dict[tuple[str, int], dict[tuple[str, ...], float]] | None:
+        """Per sliced (parameter, dim): the entries kept, as a linear polynomial in the group widths."""
+        forms: dict[tuple[str, int], dict[tuple[str, ...], float]] = {}
+        for name, entry in self.channel_map.groups.items():
+            for slot in entry.slots:
+                # prefix_keep keeps the first width/divisor channels of each block: linear when every
+                # position within a block owns as many entries, summed over the blocks
+                column = slot.per_channel(entry.width).view(entry.divisor, -1).sum(0)
+                if not bool((column == column[0]).all()):
+                    return None
+                slope = float(column[0]) / entry.divisor
+                key = (slot.param, slot.dim)
+                form = forms.setdefault(key, {(): float(self.channel_map.shapes[key[0]][key[1]])})
+                form[()] -= slope * entry.width
+                form[(name,)] = form.get((name,), 0.0) + slope
+        return forms
+
+
+def _times(a: dict[tuple[str, ...], float], b: dict[tuple[str, ...], float]) -> dict[tuple[str, ...], float]:
+    out: dict[tuple[str, ...], float] = {}
+    for ka, va in a.items():
+        for kb, vb in b.items():
+            key = tuple(sorted(ka + kb))
+            out[key] = out.get(key, 0.0) + va * vb
+    return out
+
+
+def _plus(a: dict[tuple[str, ...], float], b: dict[tuple[str, ...], float]) -> dict[tuple[str, ...], float]:
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = out.get(k, 0.0) + v
+    return out
+
+
+def _value(poly: dict[tuple[str, ...], float], widths: Mapping[str, int]) -> float:
+    return sum(c * math.prod(widths[g] for g in names) for names, c in poly.items())

@@ -12,7 +12,8 @@ from slimdeploy.cli import main
 from slimdeploy.errors import SlimdeployError
 from slimdeploy.latency.db import LatencyDB
 from slimdeploy.latency.noise import corrected, noise_floor, warning
-from slimdeploy.latency.predictor import LatencyModel, Sample, error_metrics, fit, fit_channel_map, node_features
+from slimdeploy.latency.predictor import (CANDIDATES, LatencyModel, Sample, error_metrics, fit, fit_channel_map,
+                                          node_features)
 from slimdeploy.latency.profile import build_profile, staircase
 from slimdeploy.latency.sampling import covering_samples, most_uncertain
 from slimdeploy.space import Widths
@@ -95,6 +96,30 @@ def test_fit_without_node_times_falls_back_to_group_slopes():
         model.predict({"c": 8})
     with pytest.raises(SlimdeployError, match="at least 3"):
         fit(samples[:2], "s", full)
+
+
+def test_without_node_times_a_macs_candidate_fits_what_group_slopes_cannot():
+    """Latency bilinear in two widths (a convolution between them): per-group slopes cannot express
+    the product; with the MACs polynomials, cross-validation picks a MACs candidate and predicts it."""
+    full = {"a": 64, "b": 32}
+    macs = {"conv": [[["a", "b"], 100.0], [["a"], 10.0]], "linear": [[["b"], 5.0]]}
+
+    def latency(w):
+        return 0.3 + 2e-5 * (100 * w["a"] * w["b"] + 10 * w["a"]) + 5e-4 * w["b"]
+
+    rng = np.random.default_rng(0)
+    widths = [{"a": int(rng.integers(1, 9)) * 8, "b": int(rng.integers(1, 5)) * 8} for _ in range(30)]
+    samples = [Sample(w, latency(w)) for w in widths]
+    unseen = [{"a": 24, "b": 16}, {"a": 56, "b": 8}, {"a": 8, "b": 32}]
+    with_macs = fit(samples, "s", full, macs=macs)
+    assert with_macs.meta["features"] == "MACs per kind"  # exact, and the fewest terms of the exact ones
+    assert with_macs.meta["features_cv_rms"]["group slopes"] > 0.1
+    assert max(abs(with_macs.predict(w) / latency(w) - 1) for w in unseen) < 1e-9
+    again = LatencyModel.from_json(json.loads(json.dumps(with_macs.to_json())))
+    assert [again.predict(w) for w in unseen] == pytest.approx([with_macs.predict(w) for w in unseen], rel=1e-12)
+    slopes_only = fit(samples, "s", full)
+    assert slopes_only.meta["features"] == "group slopes" and "macs" not in slopes_only.to_json()
+    assert max(abs(slopes_only.predict(w) / latency(w) - 1) for w in unseen) > 0.1
 
 
 def test_noise_floor_is_one_measurements_spread_and_comes_out_of_the_error_in_quadrature():
@@ -183,6 +208,12 @@ def test_torch_runtime_gets_the_same_validation_with_a_per_group_model(tmp_path)
     assert not written["node_times"] and written["n_test"] == 2 and written["noise_floor"]["repeats"] == 2
     assert {"within_5pct", "mape", "macs_baseline", "rms_error_model", "within_5pct_corrected"} <= set(written)
     assert json.loads((tmp_path / "p" / "staircase.json").read_text())
+    # the MACs of any widths travel with the model, so the MACs candidates could be tried; the choice is recorded
+    saved = json.loads((tmp_path / "p" / "latency_model.json").read_text())
+    assert {"conv", "linear"} <= set(saved["macs"]) and written["features"] == saved["meta"]["features"]
+    assert set(saved["meta"]["features_cv_rms"]) == set(CANDIDATES)
+    loaded, widths = LatencyModel.from_json(saved), analyse(model, x).space.uniform(0.5).widths
+    assert loaded.predict(widths) == pytest.approx(profile.model.predict(widths), rel=1e-12)
 
 
 def test_every_width_a_search_may_offer_lies_inside_the_fitted_range(profiled, resnet):

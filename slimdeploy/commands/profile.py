@@ -57,7 +57,7 @@ def cmd_profile(args) -> int:
     v = profile.validation
     summary = {k: v.get(k) for k in ("within_5pct", "within_10pct", "mape", "spearman", "n_train", "n_test",
                                      "within_5pct_corrected", "rms_error", "rms_error_model", "noise_floor",
-                                     "noise_warning")}
+                                     "noise_warning", "features")}
     summary["macs_baseline"] = v.get("macs_baseline")
     summary["cost"] = profile.cost
     summary["groups_saving_nothing"] = sorted(g for g, s in profile.staircase.items() if s["saves_nothing"])

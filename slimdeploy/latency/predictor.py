@@ -16,10 +16,17 @@ plain-layout kernel, reporting the padded count (which the channel maps accept).
 a node's channel counts is learned from the samples themselves: each count is an exact linear
 function of the group widths (a constant, one group's width, or a sum for concatenations). Each
 node kind is then scaled on the end-to-end figures (`_calibrate`).
+
+Without node times (torch eager, a remote device) the model is fitted on end-to-end figures
+alone, choosing by cross-validation on the training figures among: per-group slopes, a line in the
+MACs, MACs per layer kind (their speeds differ), and MACs per kind plus per-group slopes. The MACs
+of any widths come from polynomials in the widths that `costs.CostModel.macs_polynomials` derives
+exactly from the model and that are saved with the latency model, so prediction needs no torch.
 """
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
@@ -153,8 +160,9 @@ class LatencyModel:
     groups: dict[str, int]            # group → full width
     ranges: dict[str, tuple[int, int]]  # group → (min, max) width seen in fitting
     nodes: list[NodeModel]
-    terms: dict[str, float]  # with node times: per-kind scales + intercept; without: intercept + per-group slopes
+    terms: dict[str, float]  # with node times: per-kind scales + intercept; without: see `_fit_without_nodes`
     meta: dict[str, Any] = field(default_factory=dict)
+    macs: dict[str, list] = field(default_factory=dict)  # layer kind → MACs polynomial in the widths (no node times)
 
     # -- prediction
 
@@ -173,9 +181,7 @@ class LatencyModel:
             sums = self._kind_sums(full)
             return self.terms.get("intercept", 0.0) + sum(self.terms.get(f"scale:{k}", 1.0) * v
                                                              for k, v in sums.items())
-        r = self.terms
-        return float(r["intercept"] + sum(r.get(f"width:{g}", 0.0) * full[g] + r.get(f"padded:{g}", 0.0) * _pad(full[g])
-                                          for g in self.groups))
+        return float(sum(c * _feature(name, full, self.macs) for name, c in self.terms.items()))
 
     def _kind_sums(self, widths: Mapping[str, int]) -> dict[str, float]:
         sums: dict[str, float] = {}
@@ -196,7 +202,7 @@ class LatencyModel:
             "ranges": {g: list(r) for g, r in self.ranges.items()},
             "nodes": [{"name": n.name, "op": n.op, "cin": n.cin.to_json(), "cout": n.cout.to_json(),
                        "coef": n.coef, "groups": n.groups, "kind": n.kind} for n in self.nodes],
-            "terms": self.terms, "meta": self.meta,
+            "terms": self.terms, "meta": self.meta, **({"macs": self.macs} if self.macs else {}),
         }
 
     @classmethod
@@ -208,7 +214,7 @@ class LatencyModel:
                  for n in d["nodes"]]
         return cls(d["structure"], {g: int(w) for g, w in d["groups"].items()},
                    {g: (int(r[0]), int(r[1])) for g, r in d["ranges"].items()}, nodes,
-                   {k: float(v) for k, v in d["terms"].items()}, dict(d.get("meta") or {}))
+                   {k: float(v) for k, v in d["terms"].items()}, dict(d.get("meta") or {}), dict(d.get("macs") or {}))
 
     @classmethod
     def load(cls, path) -> "LatencyModel":
@@ -278,23 +284,84 @@ def _fit_nodes(samples: Sequence[Sample], groups: Sequence[str]) -> list[NodeMod
     return models
 
 
-def _group_features(widths: Mapping[str, int], groups: Sequence[str]) -> np.ndarray:
-    w = np.asarray([float(widths[g]) for g in groups])
-    return np.concatenate([[1.0], w, _pad(w)])
+def polynomial_value(terms: Sequence, widths: Mapping[str, int]) -> float:
+    """A `CostModel.macs_polynomials` polynomial at `widths` (every group named)."""
+    return float(sum(c * math.prod(widths[g] for g in names) for names, c in terms))
 
 
-def _fit_groups_only(samples: Sequence[Sample], groups: Sequence[str]) -> dict[str, float]:
-    """Fallback without node times: intercept + Σ (slope·width + slope·padded width), NNLS on relative error."""
-    x = np.asarray([_group_features(s.widths, groups) for s in samples])
+# Feature sets tried without node times, each a list of feature families (see `_columns`)
+CANDIDATES = {"group slopes": ("width", "padded"), "MACs line": ("macs",), "MACs per kind": ("kinds",),
+              "MACs per kind + group slopes": ("kinds", "width", "padded")}
+FOLDS = 5
+SIMPLER_WITHIN = 0.02  # the candidate with fewest terms among those within 2% of the lowest error wins
+
+
+def _columns(families: Sequence[str], groups: Sequence[str], macs: Mapping[str, list]) -> list[str]:
+    names = ["intercept"] + (["offset"] if any(f in ("macs", "kinds") for f in families) else [])
+    for family in families:
+        names += ({"width": [f"width:{g}" for g in groups], "padded": [f"padded:{g}" for g in groups],
+                   "macs": ["macs"], "kinds": [f"macs:{k}" for k in sorted(macs)]}[family])
+    return names
+
+
+def _feature(name: str, widths: Mapping[str, int], macs: Mapping[str, list]) -> float:
+    """The value of one term's feature (a term's name says what it multiplies)."""
+    kind, _, group = name.partition(":")
+    if kind == "intercept":
+        return 1.0
+    if kind == "offset":  # with "intercept" under non-negative least squares: an intercept of either sign
+        return -1.0
+    if kind == "width":
+        return float(widths[group])
+    if kind == "padded":
+        return float(_pad(widths[group]))
+    if name == "macs":
+        return sum(polynomial_value(p, widths) for p in macs.values())
+    return polynomial_value(macs[group], widths)
+
+
+def _relative_nnls(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Non-negative coefficients, least squares on relative error."""
+    return np.asarray(_nnls(x / y[:, None], np.ones_like(y)))
+
+
+def _cv_error(x: np.ndarray, y: np.ndarray) -> float:
+    """Root mean square relative error over `FOLDS` folds (every FOLDS-th sample held out in turn)."""
+    errors = []
+    for fold in range(FOLDS):
+        test = np.arange(len(y)) % FOLDS == fold
+        if test.any() and (~test).sum() >= 3:
+            errors += list(x[test] @ _relative_nnls(x[~test], y[~test]) / y[test] - 1)
+    return float(np.sqrt(np.mean(np.square(errors)))) if errors else float("inf")
+
+
+def _fit_without_nodes(samples: Sequence[Sample], groups: Sequence[str],
+                       macs: Mapping[str, list]) -> tuple[dict[str, float], str, dict[str, float]]:
+    """Terms of the candidate feature set with the lowest cross-validated error, its name, and every
+    candidate's error.
+
+    Per-group slopes (intercept + slope·width + slope·padded width per group) are always tried;
+    the MACs candidates need the polynomials. Coefficients are non-negative, fitted on relative error."""
+    columns = {name: _columns(families, groups, macs) for name, families in CANDIDATES.items()
+               if macs or not any(f in ("macs", "kinds") for f in families)}
+    every = list(dict.fromkeys(n for names in columns.values() for n in names))
+    table = np.asarray([[_feature(n, s.widths, macs) for n in every] for s in samples])
+    x = {name: table[:, [every.index(n) for n in names]] for name, names in columns.items()}
     y = np.asarray([s.ms for s in samples])
-    coef = _nnls(x / y[:, None], np.ones_like(y))
-    names = ["intercept"] + [f"width:{g}" for g in groups] + [f"padded:{g}" for g in groups]
-    return dict(zip(names, coef))
+    errors = {name: _cv_error(x[name], y) for name in columns}
+    lowest = min(errors.values())
+    best = min((name for name in columns if errors[name] <= lowest * (1 + SIMPLER_WITHIN) + 1e-12),
+               key=lambda name: len(columns[name]))
+    terms = dict(zip(columns[best], (float(c) for c in _relative_nnls(x[best], y))))
+    return terms, best, {name: round(e, 5) for name, e in errors.items()}
 
 
 def fit(samples: Sequence[Sample], structure: str, full_widths: Mapping[str, int],
-        meta: Mapping[str, Any] | None = None) -> LatencyModel:
-    """Fit a `LatencyModel` on measured samples (node times used when every sample has them)."""
+        meta: Mapping[str, Any] | None = None, macs: Mapping[str, list] | None = None) -> LatencyModel:
+    """Fit a `LatencyModel` on measured samples (node times used when every sample has them).
+
+    `macs`: per layer kind, the MACs as polynomials in the widths (`costs.CostModel.macs_polynomials`);
+    used, and kept with the model, only where the samples have no node times."""
     if len(samples) < 3:
         raise SlimdeployError(f"fitting a latency model needs at least 3 measured configurations, got {len(samples)}")
     groups = list(full_widths)
@@ -304,7 +371,12 @@ def fit(samples: Sequence[Sample], structure: str, full_widths: Mapping[str, int
     nodes = _fit_nodes(samples, groups) if with_nodes else []
     model = LatencyModel(structure, dict(full_widths), ranges, nodes, {},
                          {**dict(meta or {}), "n_train": len(samples), "node_times": with_nodes})
-    model.terms = _calibrate(model, samples) if with_nodes else _fit_groups_only(samples, groups)
+    if with_nodes:
+        model.terms = _calibrate(model, samples)
+    else:
+        model.macs = dict(macs or {})
+        model.terms, model.meta["features"], model.meta["features_cv_rms"] = _fit_without_nodes(
+            samples, groups, model.macs)
     return model
 
 

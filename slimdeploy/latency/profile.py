@@ -19,6 +19,8 @@ import torch
 import torch.nn as nn
 
 from ..analysis import Analysis
+from ..channels import ChannelMap
+from ..costs import CostModel
 from ..errors import SlimdeployError
 from ..inspection import count_macs_params
 from ..progress import bar, progress
@@ -146,7 +148,8 @@ def build_profile(model: nn.Module, example: torch.Tensor, analysis: Analysis, r
         counts = f"{measurer.measured} measured, {measurer.reused} from the database"
         progress(say, "profiling configurations", done, total,
                  f"  {bar(done, total)} configurations ({counts})" if done % 10 == 0 or done == total else None, counts)
-    rounds = _sample_adaptively(measurer, configs, figures, test_idx, samples, seed, align, min_fraction, say) \
+    macs = None if figures[0].payload.get("nodes") else macs_polynomials(model, example, analysis, align, min_fraction)
+    rounds = _sample_adaptively(measurer, configs, figures, test_idx, samples, seed, align, min_fraction, say, macs) \
         if sampling == "adaptive" and test_idx else []
     repeated = _repeat(measurer, configs, sorted(test_idx), repeats, say)
     all_samples, reference_ms = samples_from_figures(figures)
@@ -155,7 +158,7 @@ def build_profile(model: nn.Module, example: torch.Tensor, analysis: Analysis, r
     meta = {"runtime": runtime.name, "settings": runtime.options, "device": measurer.device,
             "device_info": figures[0].payload.get("device_info"), "input_shape": list(example.shape),
             "reference_ms": reference_ms}
-    fitted = fit(train, space.fingerprint, {g.name: g.width for g in space}, meta)
+    fitted = fit(train, space.fingerprint, {g.name: g.width for g in space}, meta, macs)
     report = validate(fitted, train, test) if test else {"n_train": len(train), "n_test": 0}
     floor = noise_floor([(figures[i].payload["ratio"], again.payload["ratio"]) for i, again in repeated])
     report["noise_floor"] = floor
@@ -163,11 +166,23 @@ def build_profile(model: nn.Module, example: torch.Tensor, analysis: Analysis, r
     report["noise_warning"] = warning(floor, runtime.options.get("threads", "the default number of"))
     report.update({"runtime": runtime.describe(), "device": meta["device_info"],
                    "device_fingerprint": measurer.device, "reference_ms": reference_ms,
-                   "node_times": fitted.meta["node_times"]})
+                   "node_times": fitted.meta["node_times"], "features": fitted.meta.get("features")})
     cost = {"configurations": len(figures), "repeats": len(repeated), "measured": measurer.measured,
             "from_database": measurer.reused, "seconds": round(time.perf_counter() - start, 1),
             "sampling": sampling, **({"rounds": rounds} if rounds else {})}
     return Profile(fitted, report, staircase(fitted, space, align, min_fraction=min_fraction), cost)
+
+
+def macs_polynomials(model: nn.Module, example: torch.Tensor, analysis: Analysis, align: int = 8,
+                     min_fraction: float = MIN_WIDTH_FRACTION) -> dict[str, list] | None:
+    """Per layer kind, the MACs as polynomials in the widths, for fitting without node times; None
+    where the channel map cannot be built (a layer it has no layout for) or the polynomials are inexact."""
+    try:
+        cost = CostModel.build(model, example, ChannelMap.build(model, analysis))
+    except SlimdeployError:
+        return None
+    space = analysis.space
+    return cost.macs_polynomials([space.full().widths, space.smallest(align, min_fraction).widths])
 
 
 SAMPLINGS = ("covering", "adaptive")
@@ -176,7 +191,7 @@ PATIENCE, IMPROVEMENT = 2, 0.05  # adaptive sampling stops after 2 batches that 
 
 def _sample_adaptively(measurer: ConfigMeasurer, configs: list[Widths], figures: list[Figure], test_idx: set[int],
                        budget: int, seed: int, align: int, min_fraction: float,
-                       say: Callable[[str], None]) -> list[dict[str, Any]]:
+                       say: Callable[[str], None], macs: dict[str, list] | None = None) -> list[dict[str, Any]]:
     """Measure batches where the model is least certain (appended to `configs` and `figures`) while
     the held-out error improves; the error after each batch."""
     space = measurer.space
@@ -189,7 +204,7 @@ def _sample_adaptively(measurer: ConfigMeasurer, configs: list[Widths], figures:
         samples, _ = samples_from_figures(figures)
         train = [s for i, s in enumerate(samples) if i not in test_idx]
         test = [samples[i] for i in sorted(test_idx)]
-        model = fit(train, space.fingerprint, full)
+        model = fit(train, space.fingerprint, full, macs=macs)
         rms = float(np.sqrt(np.mean([(model.predict(t.widths) / t.ms - 1) ** 2 for t in test])))
         rounds.append({"configurations": len(configs), "held_out_rms": round(rms, 5)})
         best, stale = (rms, 0) if rms < best * (1 - IMPROVEMENT) else (best, stale + 1)
@@ -197,7 +212,8 @@ def _sample_adaptively(measurer: ConfigMeasurer, configs: list[Widths], figures:
         say(f"  adaptive sampling: {len(configs)} configurations, held-out rms error {rms:.1%}")
         if stale >= PATIENCE or left <= 0 or not pool:
             return rounds
-        for widths in most_uncertain(train, pool, space.fingerprint, full, min(batch, left), seed=len(rounds)):
+        for widths in most_uncertain(train, pool, space.fingerprint, full, min(batch, left), seed=len(rounds),
+                                     macs=macs):
             pool.remove(widths)
             configs.append(widths)
             figures.append(measurer.figure(widths))

@@ -28,14 +28,15 @@ def covering_samples(space: WidthSpace, count: int, seed: int = 0, min_fraction:
 
 
 def most_uncertain(train: Sequence[Sample], candidates: Sequence[Widths], structure: str,
-                   full_widths: Mapping[str, int], count: int, seed: int = 0, fits: int = 5) -> list[Widths]:
+                   full_widths: Mapping[str, int], count: int, seed: int = 0, fits: int = 5,
+                   macs: Mapping[str, list] | None = None) -> list[Widths]:
     """The `count` candidates the fitted model is least sure of: the largest relative spread of their
     predictions across `fits` models, each fitted on a bootstrap resample of `train`."""
     rng = np.random.default_rng(seed)
     predictions = []
     for _ in range(fits):
         drawn = [train[i] for i in rng.integers(0, len(train), len(train))]
-        model = fit(drawn, structure, full_widths)
+        model = fit(drawn, structure, full_widths, macs=macs)
         predictions.append([model.predict(c.widths) for c in candidates])
     p = np.asarray(predictions)
     spread = p.std(axis=0) / np.maximum(p.mean(axis=0), 1e-12)
